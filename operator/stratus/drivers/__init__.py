@@ -1,0 +1,1 @@
+"""I/O to other systems (KubeVirt, CDI, CSI, S3, IPMI, PXE, databases)."""

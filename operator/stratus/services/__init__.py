@@ -1,0 +1,1 @@
+"""HTTP servers run by the operator: metrics exporter, boot server, dashboard."""
