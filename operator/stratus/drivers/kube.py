@@ -1,0 +1,140 @@
+"""The Kubernetes API, through the official client (dynamic-free: custom objects and core).
+
+Children are written with server-side apply under the field manager `stratus`, which
+makes every write idempotent: a handler that runs twice, or after a crash, converges.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Mapping
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+FIELD_MANAGER = "stratus"
+_lock = threading.Lock()
+
+
+@functools.cache
+def api_client() -> kubernetes.client.ApiClient:
+    with _lock:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        return kubernetes.client.ApiClient()
+
+
+def custom() -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def core() -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def plain(obj):
+    """A deep copy made of plain dicts and lists (kopf hands out read-only mapping views)."""
+    if isinstance(obj, Mapping):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def _split(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def get(api_version: str, plural: str, name: str, namespace: str | None = None) -> dict | None:
+    """The object, or None when it does not exist."""
+    group, version = _split(api_version)
+    try:
+        if namespace:
+            return custom().get_namespaced_custom_object(group, version, namespace, plural, name)
+        return custom().get_cluster_custom_object(group, version, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def apply(obj: dict, plural: str) -> dict:
+    """Server-side apply of a custom object (create or update, idempotent)."""
+    group, version = _split(obj["apiVersion"])
+    body = json.loads(json.dumps(obj))
+    ns = obj["metadata"].get("namespace")
+    kwargs = dict(field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
+    if ns:
+        return custom().patch_namespaced_custom_object(group, version, ns, plural, obj["metadata"]["name"], body, **kwargs)
+    return custom().patch_cluster_custom_object(group, version, plural, obj["metadata"]["name"], body, **kwargs)
+
+
+def delete(api_version: str, plural: str, name: str, namespace: str | None = None) -> bool:
+    """Delete with foreground propagation; True when it was there."""
+    group, version = _split(api_version)
+    opts = kubernetes.client.V1DeleteOptions(propagation_policy="Foreground")
+    try:
+        if namespace:
+            custom().delete_namespaced_custom_object(group, version, namespace, plural, name, body=opts)
+        else:
+            custom().delete_cluster_custom_object(group, version, plural, name, body=opts)
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def patch_status(api_version: str, plural: str, name: str, status: dict, namespace: str | None = None) -> dict | None:
+    """Merge-patch the status subresource; None when the object is gone."""
+    group, version = _split(api_version)
+    body = {"status": status}
+    try:
+        if namespace:
+            return custom().patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
+        return custom().patch_cluster_custom_object_status(group, version, plural, name, body)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict]:
+    pods = core().list_namespaced_pod(namespace, label_selector=label_selector)
+    return [api_client().sanitize_for_serialization(p) for p in pods.items]
+
+
+def apply_core(obj: dict) -> dict:
+    """Server-side apply of a core/v1 object (Namespace, Secret, ConfigMap, ...)."""
+    kind = obj["kind"]
+    body = json.loads(json.dumps(obj))
+    kwargs = dict(field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
+    name, ns = obj["metadata"]["name"], obj["metadata"].get("namespace")
+    api = core()
+    if kind == "Namespace":
+        return api_client().sanitize_for_serialization(api.patch_namespace(name, body, **kwargs))
+    method = getattr(api, f"patch_namespaced_{_snake(kind)}")
+    return api_client().sanitize_for_serialization(method(name, ns, body, **kwargs))
+
+
+def get_namespace(name: str) -> dict | None:
+    try:
+        return api_client().sanitize_for_serialization(core().read_namespace(name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _snake(kind: str) -> str:
+    out = []
+    for i, ch in enumerate(kind):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
