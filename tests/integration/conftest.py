@@ -21,6 +21,7 @@ import uuid
 import pytest
 
 from .kube import Kube, Operator, wait_for
+from .s3 import *  # noqa: F401,F403  (fixtures: a real versitygw S3 server)
 
 CLUSTER_NAME = "stratus-test"
 
