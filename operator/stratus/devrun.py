@@ -31,12 +31,11 @@ def free_port() -> int:
 
 
 def install_crds(name: str) -> None:
-    """Apply crds/ and the peering object, and wait until the API server serves them."""
+    """Apply crds/ and wait until the API server serves them."""
     res = kubectl(name, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), check=False)
     if res.returncode != 0:
         raise SystemExit(f"stratus dev: installing CRDs failed: {res.stderr.strip()}")
     kubectl(name, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
-    devcluster.apply(name, [{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "stratus"}}])
 
 
 def operator_command(health_port: int) -> list[str]:

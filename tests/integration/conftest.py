@@ -2,7 +2,7 @@
 
 - `cluster` (session): the cluster KUBECONFIG names, when set (a real cluster with
   KubeVirt and CDI, or a running dev cluster); otherwise a fresh local control plane
-  named `stratus-test`, deleted at the end unless STRATUS_KEEP_CLUSTER=1.
+  named `stratus-test` (or $STRATUS_TEST_CLUSTER), deleted at the end unless STRATUS_KEEP_CLUSTER=1.
 - `operator` (session): CRDs installed and `stratus operator` running as a subprocess;
   tests may kill and restart it. Its log is printed when a test fails.
 - `namespace` (function): a namespace of the test's own, deleted afterwards.
@@ -23,7 +23,8 @@ import pytest
 from .kube import Kube, Operator, wait_for
 from .s3 import *  # noqa: F401,F403  (fixtures: a real versitygw S3 server)
 
-CLUSTER_NAME = "stratus-test"
+#: Several checkouts (or developers) on one machine can each test on their own cluster.
+CLUSTER_NAME = os.environ.get("STRATUS_TEST_CLUSTER", "stratus-test")
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,6 @@ def crds(kube) -> None:
     assert res.returncode == 0, res.stderr
     res = kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(repo / "crds"))
     assert res.returncode == 0, res.stderr
-    kube.kubectl("apply", "--server-side", "-f", "-", input="apiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata: {name: stratus}\n")
 
 
 @pytest.fixture(scope="session")

@@ -63,15 +63,32 @@ def get(api_version: str, plural: str, name: str, namespace: str | None = None) 
         raise
 
 
+def _server_side_apply(path: str, obj: dict) -> dict:
+    """PATCH with application/apply-patch+yaml (JSON is valid YAML). Written against the
+    generic call_api because the typed methods of the pinned client do not accept the
+    apply content type."""
+    return api_client().call_api(
+        path,
+        "PATCH",
+        query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        body=json.loads(json.dumps(obj)),
+        response_type="object",
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+    )
+
+
+def object_path(api_version: str, plural: str, name: str, namespace: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{ns}/{plural}/{name}"
+
+
 def apply(obj: dict, plural: str) -> dict:
-    """Server-side apply of a custom object (create or update, idempotent)."""
-    group, version = _split(obj["apiVersion"])
-    body = json.loads(json.dumps(obj))
-    ns = obj["metadata"].get("namespace")
-    kwargs = dict(field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
-    if ns:
-        return custom().patch_namespaced_custom_object(group, version, ns, plural, obj["metadata"]["name"], body, **kwargs)
-    return custom().patch_cluster_custom_object(group, version, plural, obj["metadata"]["name"], body, **kwargs)
+    """Server-side apply of any object (create or update, idempotent)."""
+    meta = obj["metadata"]
+    return _server_side_apply(object_path(obj["apiVersion"], plural, meta["name"], meta.get("namespace")), obj)
 
 
 def delete(api_version: str, plural: str, name: str, namespace: str | None = None) -> bool:
@@ -111,15 +128,8 @@ def list_pods(namespace: str, label_selector: str) -> list[dict]:
 
 def apply_core(obj: dict) -> dict:
     """Server-side apply of a core/v1 object (Namespace, Secret, ConfigMap, ...)."""
-    kind = obj["kind"]
-    body = json.loads(json.dumps(obj))
-    kwargs = dict(field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
-    name, ns = obj["metadata"]["name"], obj["metadata"].get("namespace")
-    api = core()
-    if kind == "Namespace":
-        return api_client().sanitize_for_serialization(api.patch_namespace(name, body, **kwargs))
-    method = getattr(api, f"patch_namespaced_{_snake(kind)}")
-    return api_client().sanitize_for_serialization(method(name, ns, body, **kwargs))
+    plural = _snake(obj["kind"]).replace("_", "") + "s"
+    return apply(obj, plural)
 
 
 def get_namespace(name: str) -> dict | None:

@@ -1,0 +1,85 @@
+"""The Helm chart: lint, install into the real API server, and prove its RBAC suffices by
+running the operator with the chart's own ServiceAccount token."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import yaml
+
+from .kube import Operator, wait_for
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "stratus"
+
+
+def helm(kube, *args: str) -> subprocess.CompletedProcess:
+    from stratus.devcluster import tool
+
+    return subprocess.run([tool("helm"), "--kubeconfig", kube.kubeconfig, *args], capture_output=True, text=True)
+
+
+def test_chart_lints_and_renders(kube):
+    res = helm(kube, "lint", str(CHART), "--strict")
+    assert res.returncode == 0, res.stdout + res.stderr
+    bad = helm(kube, "template", "x", str(CHART), "--set", "logFormat=xml")
+    assert bad.returncode != 0 and "logFormat" in bad.stderr
+
+
+def test_chart_crds_are_the_generated_ones():
+    generated = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
+    shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    assert shipped == generated
+
+
+def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, namespace, tmp_path):
+    release_ns = f"stratus-{uuid.uuid4().hex[:5]}"
+    res = helm(kube, "install", "stratus", str(CHART), "--namespace", release_ns, "--create-namespace",
+               "--wait", "--timeout", "90s")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        dep = kube.apps.read_namespaced_deployment("stratus", release_ns)
+        assert dep.status.available_replicas == 1
+        sa = dep.spec.template.spec.service_account_name
+        # Run the operator for real with the chart's ServiceAccount: a token from the
+        # TokenRequest API and nothing else. The session operator steps aside meanwhile.
+        token = kube.core.create_namespaced_service_account_token(
+            sa, release_ns, {"spec": {"expirationSeconds": 3600}}).status.token
+        admin = yaml.safe_load(pathlib.Path(kube.kubeconfig).read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        kc = tmp_path / "chart-sa.kubeconfig"
+        kc.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+            "current-context": "c",
+        }))
+        operator.stop()
+        chart_op = Operator(str(kc), tmp_path / "chart-operator.log")
+        chart_op.start()
+        try:
+            flavor = f"f-{uuid.uuid4().hex[:6]}"
+            kube.create("flavors", {"kind": "Flavor", "metadata": {"name": flavor}, "spec": {"vcpus": 1, "ram": "1Gi"}})
+            kube.create("servers", {"kind": "Server", "metadata": {"name": "rbac"},
+                                    "spec": {"flavor": flavor, "containerDisk": "quay.io/containerdisks/fedora:41"}}, namespace)
+            wait_for(lambda: (s := kube.get("servers", "rbac", namespace)) and kube.condition(s).get("status") == "True",
+                     90, what="Server Ready under the chart's RBAC")
+            kube.delete("servers", "rbac", namespace)
+            wait_for(lambda: kube.get("servers", "rbac", namespace) is None, 60, what="Server deleted under the chart's RBAC")
+            log = chart_op.tail(400)
+            assert "Forbidden" not in log and "403" not in log, log
+        finally:
+            chart_op.stop()
+            operator.start()
+    finally:
+        res = helm(kube, "uninstall", "stratus", "--namespace", release_ns, "--wait")
+        assert res.returncode == 0, res.stderr
+        kube.core.delete_namespace(release_ns)
+    # Uninstalling keeps the CRDs (and so every user's objects).
+    assert kube.kubectl("get", "crd", "servers.stratus.dev").returncode == 0
