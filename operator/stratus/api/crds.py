@@ -27,7 +27,11 @@ from kube_custom_resource import CustomResourceRegistry
 from . import registry as reg
 
 #: Extra CRD settings per kind that the model metaclass cannot carry.
-SELECTABLE_FIELDS: dict[str, list[str]] = {}
+SELECTABLE_FIELDS: dict[str, list[str]] = {
+    "Image": [".spec.diskFormat", ".spec.visibility", ".spec.properties.osDistro", ".spec.properties.osVersion",
+              ".spec.properties.architecture", ".status.phase"],
+    "Bucket": [".spec.bucketClassName", ".status.phase"],
+}
 
 
 def _kind_modules() -> list[str]:

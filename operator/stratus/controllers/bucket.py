@@ -1,0 +1,361 @@
+"""BucketClass and Bucket: S3 buckets on a real object server, with credentials to mount.
+
+BucketClass: checks that the endpoint answers with the admin key pair (ListBuckets) and
+reports Ready; a missing Secret or a refusal is a condition, retried.
+
+Bucket, level-based on every change and resume:
+  1. the class and its admin Secret (missing: phase Pending, retried);
+  2. claim the bucket name in status (a name that already exists on the backend is
+     refused, never adopted: BucketNameTaken), then ensure the backend bucket
+     (versioning, public read, expiration) and its quota (the Bucket's, else the class
+     default);
+  3. credentials scoped to this bucket (if the class can mint them; otherwise the
+     `CredentialsScoped` condition says so and no Secret is written: the admin key
+     pair is never handed out);
+  4. a Secret and a ConfigMap named like the Bucket, owned by it (an existing object
+     of that name that Stratus does not own is left alone: condition NameTaken);
+  5. status: bucket name, endpoint, region, usage, quota state, conditions, phase.
+
+A timer refreshes usage and quota every STRATUS_BUCKET_USAGE_INTERVAL seconds (30),
+blocks tenant writes when a limit is reached and lifts the block when usage drops
+(see drivers/s3.py), and runs expiration when the backend has no native lifecycle.
+
+Deletion (finalizer): forceDelete or the class policy Delete deletes every object and
+the bucket; with Retain an empty bucket is deleted, and a bucket holding objects is
+refused: the Bucket stays, phase Deleting, condition Ready=False reason DeletionRefused
+naming the bucket, endpoint and usage, until it is emptied or forceDelete is set.
+Scoped credentials are revoked as the bucket goes. The Secret and ConfigMap go with the
+Bucket through their owner references.
+
+Admin key pairs and scoped secrets only ever travel in Secrets; status, events and
+logs carry access key ids at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import os
+import threading
+import urllib.parse
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from ..api.bucket import Bucket
+from ..api.bucketclass import BucketClass, CredentialScoping, DeletionPolicy
+from ..api.registry import API_VERSION, GROUP, LABEL_PREFIX, VERSION
+from ..core.compute import owner_reference
+from ..core.conditions import now, set_condition
+from ..core.quantity import parse_bytes
+from ..drivers import kube
+from ..drivers import s3
+
+USAGE_INTERVAL = float(os.environ.get("STRATUS_BUCKET_USAGE_INTERVAL", "30"))
+RETRY = 10
+BUCKET_LABEL = f"{LABEL_PREFIX}/bucket"
+#: The image store's bucket (controllers/image.py); no tenant Bucket may take its name.
+IMAGE_BUCKET = os.environ.get("STRATUS_IMAGE_BUCKET", "stratus-images")
+
+
+class ClassNotReady(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+# -- stores per class ----------------------------------------------------------------------
+
+_stores: dict[str, tuple[str, s3.S3ObjectStore]] = {}
+_stores_lock = threading.Lock()
+
+
+def admin_credentials(cls: dict) -> s3.AdminCredentials:
+    spec = cls["spec"]
+    ref = spec["credentialsSecret"]
+    try:
+        secret = kube.core().read_namespaced_secret(ref["name"], ref["namespace"])
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ClassNotReady("SecretNotFound", f"Secret {ref['namespace']}/{ref['name']} named by BucketClass {cls['metadata']['name']} does not exist; create it with keys accessKey and secretKey") from None
+        raise
+    data = secret.data or {}
+    missing = [k for k in ("accessKey", "secretKey") if not data.get(k)]
+    if missing:
+        raise ClassNotReady("SecretIncomplete", f"Secret {ref['namespace']}/{ref['name']} lacks {', '.join(missing)}; add them")
+    decode = lambda k: base64.b64decode(data[k]).decode()  # noqa: E731
+    return s3.AdminCredentials(spec["endpoint"], spec.get("region") or s3.DEFAULT_REGION, decode("accessKey"), decode("secretKey"))
+
+
+def store_for_class(class_name: str) -> tuple[dict, s3.S3ObjectStore]:
+    """The BucketClass and an object store on it (cached per class and credentials)."""
+    cls = kube.get(API_VERSION, "bucketclasses", class_name)
+    if cls is None:
+        raise ClassNotReady("BucketClassNotFound", f"BucketClass {class_name!r} does not exist; create it or name an existing one (kubectl get bucketclasses)")
+    creds = admin_credentials(cls)
+    fingerprint = hashlib.sha256(repr((creds, creds.secret_key, cls["spec"].get("credentialScoping"))).encode()).hexdigest()
+    with _stores_lock:
+        cached = _stores.get(class_name)
+        if cached and cached[0] == fingerprint:
+            return cls, cached[1]
+        if cls["spec"].get("credentialScoping", "Versitygw") == CredentialScoping.VERSITYGW.value:
+            store = s3.S3ObjectStore.for_versitygw(creds)
+        else:
+            store = s3.S3ObjectStore(creds)
+        _stores[class_name] = (fingerprint, store)
+        return cls, store
+
+
+# -- BucketClass -----------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "bucketclasses")
+@kopf.on.create(GROUP, VERSION, "bucketclasses")
+@kopf.on.update(GROUP, VERSION, "bucketclasses", field="spec")
+def reconcile_bucket_class(body, name, patch, **_) -> None:
+    BucketClass.model_validate(kube.plain(body))
+    generation = body["metadata"].get("generation", 0)
+    conditions = (body.get("status") or {}).get("conditions")
+    try:
+        _, store = store_for_class(name)
+        store.bucket_exists("stratus-probe")  # a signed HEAD: proves the endpoint and the key pair
+    except ClassNotReady as exc:
+        reason, message = exc.reason, exc.message
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the endpoint is reported
+        reason, message = "EndpointUnreachable", f"the endpoint did not accept the admin credentials: {type(exc).__name__}; check spec.endpoint and the Secret"
+    else:
+        patch.status.update(phase="Ready", observedGeneration=generation)
+        patch.status["conditions"] = set_condition(conditions, "Ready", True, "EndpointReady", "The endpoint answers with the admin credentials", generation)
+        return
+    patch.status.update(phase="Error", observedGeneration=generation)
+    patch.status["conditions"] = set_condition(conditions, "Ready", False, reason, message, generation)
+    raise kopf.TemporaryError(message, delay=RETRY)
+
+
+# -- Bucket: pure helpers ---------------------------------------------------------------------
+
+
+def generated_bucket_name(namespace: str, name: str, uid: str) -> str:
+    """DNS-safe, at most 63 characters, unique through the uid's hash."""
+    suffix = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    base = f"{namespace}-{name}".replace(".", "-").lower()[: 63 - len(suffix) - 1].strip("-")
+    return f"{base}-{suffix}"
+
+
+def bucket_name_of(bucket: Bucket) -> str:
+    return bucket.spec.bucket_name or bucket.status.bucket_name or generated_bucket_name(
+        bucket.metadata.namespace, bucket.metadata.name, bucket.metadata.uid)
+
+
+def effective_quota(bucket_spec: dict, cls_spec: dict) -> tuple[int | None, int | None]:
+    quota = bucket_spec.get("quota") or cls_spec.get("defaultQuota") or {}
+    max_bytes = parse_bytes(quota["maxBytes"]) if quota.get("maxBytes") else None
+    return max_bytes, quota.get("maxObjects")
+
+
+def connection_config(endpoint: str, region: str, bucket: str) -> dict[str, str]:
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return {
+        "BUCKET_HOST": url.hostname or "",
+        "BUCKET_PORT": str(port),
+        "BUCKET_NAME": bucket,
+        "BUCKET_REGION": region,
+        "BUCKET_SSL": "true" if url.scheme == "https" else "false",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+    }
+
+
+def _quota_state(q: s3.QuotaStatus) -> dict:
+    return {"maxBytes": q.max_bytes, "maxObjects": q.max_objects, "exceeded": q.exceeded,
+            "writesBlocked": q.writes_blocked, "enforcement": q.mode.value}
+
+
+# -- Bucket: handlers -------------------------------------------------------------------------
+
+_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+
+
+def _write_status(body: dict, status: dict) -> None:
+    meta = body["metadata"]
+    old = body.get("status") or {}
+    changed = {k: v for k, v in status.items() if old.get(k) != v}
+    if not changed:
+        return
+    kube.patch_status(API_VERSION, "buckets", meta["name"], changed, meta["namespace"])
+    if "phase" in changed:
+        ready = next((c for c in status.get("conditions") or old.get("conditions") or [] if c["type"] == "Ready"), {})
+        kopf.event(body, type="Warning" if status["phase"] == "Error" else "Normal",
+                   reason=ready.get("reason", status["phase"]),
+                   message=f"{old.get('phase') or 'new'} -> {status['phase']}: {ready.get('message', '')}")
+
+
+def _fail(body: dict, phase: str, reason: str, message: str, extra: dict | None = None) -> None:
+    generation = body["metadata"].get("generation", 0)
+    conditions = set_condition((body.get("status") or {}).get("conditions"), "Ready", False, reason, message, generation)
+    _write_status(body, {"phase": phase, "conditions": conditions, "observedGeneration": generation, **(extra or {})})
+
+
+def _owned_or_absent(kind: str, name: str, namespace: str, uid: str) -> bool:
+    read = kube.core().read_namespaced_secret if kind == "Secret" else kube.core().read_namespaced_config_map
+    try:
+        obj = read(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return any(o.uid == uid for o in (obj.metadata.owner_references or []))
+
+
+def _apply_children(body: dict, config: dict[str, str], creds: s3.ScopedCredentials | None) -> None:
+    meta = body["metadata"]
+    common = {"name": meta["name"], "namespace": meta["namespace"], "labels": {BUCKET_LABEL: meta["name"]},
+              "ownerReferences": [owner_reference(body)]}
+    kube.apply_core({"apiVersion": "v1", "kind": "ConfigMap", "metadata": common, "data": config})
+    if creds is not None:
+        kube.apply_core({"apiVersion": "v1", "kind": "Secret", "metadata": common, "type": "Opaque",
+                         "stringData": {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}})
+
+
+def _sync(body: dict, logger) -> None:
+    bucket = Bucket.model_validate(body)
+    meta = body["metadata"]
+    generation = meta.get("generation", 0)
+    conditions = (body.get("status") or {}).get("conditions")
+    try:
+        cls, store = store_for_class(bucket.spec.bucket_class_name)
+    except ClassNotReady as exc:
+        _fail(body, "Pending", exc.reason, exc.message)
+        raise kopf.TemporaryError(exc.message, delay=RETRY) from None
+    name = bucket_name_of(bucket)
+    for kind in ("Secret", "ConfigMap"):
+        if not _owned_or_absent(kind, meta["name"], meta["namespace"], meta["uid"]):
+            _fail(body, "Error", "NameTaken", f"A {kind} named {meta['name']} already exists and is not this Bucket's; rename or remove it")
+            raise kopf.TemporaryError("name taken", delay=30)
+    lifecycle = bucket.spec.lifecycle.expiration_days if bucket.spec.lifecycle else None
+    if (body.get("status") or {}).get("bucketName") != name:
+        # First sight: claim the name in status before creating it, so a crash in between
+        # cannot orphan a bucket, and never adopt a bucket that already exists (it is
+        # someone else's: another namespace's, or the image store).
+        try:
+            taken = store.bucket_exists(name)
+        except Exception as exc:  # noqa: BLE001
+            _fail(body, "Error", "BackendError", f"The object store failed: {type(exc).__name__}; retrying")
+            raise kopf.TemporaryError(f"object store: {type(exc).__name__}", delay=RETRY) from None
+        if taken or name == IMAGE_BUCKET:
+            _fail(body, "Error", "BucketNameTaken", f"A bucket named {name!r} already exists on this endpoint and is not this Bucket's; choose another spec.bucketName in a new Bucket")
+            raise kopf.PermanentError("bucket name taken")
+        _write_status(body, {"bucketName": name})
+        body.setdefault("status", {})["bucketName"] = name
+    try:
+        result = store.ensure_bucket(name, region=cls["spec"].get("region"), versioning=bucket.spec.versioning,
+                                     public_read=bucket.spec.access.value == "PublicRead",
+                                     lifecycle_expiration_days=lifecycle)
+        max_bytes, max_objects = effective_quota(body["spec"], cls["spec"])
+        store.set_quota(name, max_bytes=max_bytes, max_objects=max_objects)
+        quota = store.check_quota(name)
+    except s3.BucketNameTaken:
+        _fail(body, "Error", "BucketNameTaken", f"The bucket name {name!r} belongs to someone else on this endpoint; choose another spec.bucketName in a new Bucket")
+        raise kopf.PermanentError("bucket name taken") from None
+    except (s3.InvalidBucketName, s3.UnsupportedRegion) as exc:
+        _fail(body, "Error", "InvalidBucket", f"{exc}; fix the Bucket or its class")
+        raise kopf.PermanentError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001
+        _fail(body, "Error", "BackendError", f"The object store failed: {type(exc).__name__}; retrying")
+        raise kopf.TemporaryError(f"object store: {type(exc).__name__}", delay=RETRY) from None
+    if result.created:
+        logger.info("created bucket %s on %s", name, store.endpoint_url)
+
+    creds = None
+    if store.capabilities.scoped_credentials:
+        creds = store.create_scoped_credentials(name, "default")
+        conditions = set_condition(conditions, "CredentialsScoped", True, "Scoped",
+                                   f"Secret {meta['name']} holds a key pair good for bucket {name} only", generation)
+    else:
+        conditions = set_condition(conditions, "CredentialsScoped", False, "ScopingUnsupported",
+                                   "This BucketClass cannot mint per-bucket credentials, so none were written; ask the administrator for access to the bucket", generation)
+    config = connection_config(store.endpoint_url, store.region, name)
+    _apply_children(body, config, creds)
+
+    if quota.exceeded:
+        conditions = set_condition(conditions, "QuotaExceeded", True, "QuotaReached", quota.message + "; delete objects or raise spec.quota", generation)
+    else:
+        conditions = set_condition(conditions, "QuotaExceeded", False, "WithinQuota", quota.message, generation)
+    conditions = set_condition(conditions, "Ready", True, "Bound", f"Bucket {name} is ready at {store.endpoint_url}", generation)
+    _write_status(body, {
+        "phase": "Bound", "conditions": conditions, "observedGeneration": generation,
+        "bucketName": name, "endpoint": store.endpoint_url, "region": store.region,
+        "configMapName": meta["name"], "secretName": meta["name"] if creds else "",
+        "credentials": "Scoped" if creds else "Unavailable",
+        "usage": {"objects": quota.usage.objects, "bytes": quota.usage.bytes, "refreshedAt": now()},
+        "quota": _quota_state(quota),
+    })
+
+
+@kopf.on.resume(GROUP, VERSION, "buckets")
+@kopf.on.create(GROUP, VERSION, "buckets")
+@kopf.on.update(GROUP, VERSION, "buckets", field="spec")
+def reconcile_bucket(body, name, namespace, logger, **_) -> None:
+    with _locks[(namespace, name)]:
+        fresh = kube.get(API_VERSION, "buckets", name, namespace) or kube.plain(body)
+        if fresh["metadata"].get("deletionTimestamp"):
+            return
+        _sync(fresh, logger)
+
+
+@kopf.timer(GROUP, VERSION, "buckets", interval=USAGE_INTERVAL, initial_delay=USAGE_INTERVAL / 2, idle=None)
+def refresh_usage(body, name, namespace, logger, **_) -> None:
+    with _locks[(namespace, name)]:
+        fresh = kube.get(API_VERSION, "buckets", name, namespace)
+        if not fresh or fresh["metadata"].get("deletionTimestamp") or (fresh.get("status") or {}).get("phase") != "Bound":
+            return
+        status = fresh["status"]
+        try:
+            cls, store = store_for_class(fresh["spec"]["bucketClassName"])
+            bucket_name = status["bucketName"]
+            lifecycle = (fresh["spec"].get("lifecycle") or {}).get("expirationDays")
+            if lifecycle and not store.capabilities.native_lifecycle:
+                expired = store.expire_objects(bucket_name, lifecycle)
+                if expired:
+                    logger.info("expired %d objects in %s", expired, bucket_name)
+            quota = store.check_quota(bucket_name)
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            logger.warning("usage refresh of %s failed: %s", name, type(exc).__name__)
+            return
+        generation = fresh["metadata"].get("generation", 0)
+        conditions = status.get("conditions")
+        if quota.exceeded:
+            conditions = set_condition(conditions, "QuotaExceeded", True, "QuotaReached", quota.message + "; delete objects or raise spec.quota", generation)
+        else:
+            conditions = set_condition(conditions, "QuotaExceeded", False, "WithinQuota", quota.message, generation)
+        was_blocked = (status.get("quota") or {}).get("writesBlocked")
+        _write_status(fresh, {"conditions": conditions, "quota": _quota_state(quota),
+                              "usage": {"objects": quota.usage.objects, "bytes": quota.usage.bytes, "refreshedAt": now()}})
+        if quota.writes_blocked != bool(was_blocked):
+            kopf.event(fresh, type="Warning" if quota.writes_blocked else "Normal",
+                       reason="QuotaReached" if quota.writes_blocked else "WithinQuota", message=quota.message)
+
+
+@kopf.on.delete(GROUP, VERSION, "buckets")
+def delete_bucket(body, name, namespace, logger, **_) -> None:
+    body = kube.plain(body)
+    status = body.get("status") or {}
+    bucket_name = status.get("bucketName")
+    if not bucket_name:
+        return  # never created on the backend
+    try:
+        cls, store = store_for_class(body["spec"]["bucketClassName"])
+    except ClassNotReady as exc:
+        _fail(body, "Deleting", exc.reason, exc.message)
+        raise kopf.TemporaryError(exc.message, delay=RETRY) from None
+    force = body["spec"].get("forceDelete") or cls["spec"].get("deletionPolicy") == DeletionPolicy.DELETE.value
+    try:
+        store.delete_bucket(bucket_name, force=bool(force))
+    except s3.BucketNotEmpty as exc:
+        message = (f"Bucket {bucket_name} at {store.endpoint_url} holds {exc.usage.objects} objects ({exc.usage.bytes} bytes) "
+                   "and its class retains data, so it was kept; delete the objects, or set spec.forceDelete: true to delete them with the Bucket")
+        _fail(body, "Deleting", "DeletionRefused", message)
+        raise kopf.TemporaryError("bucket not empty", delay=RETRY) from None
+    logger.info("deleted bucket %s%s", bucket_name, " and its objects" if force else "")
