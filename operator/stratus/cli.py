@@ -32,8 +32,13 @@ def main() -> None:
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 @click.option("--priority", default=0, show_default=True, help="Peering priority; the highest-priority replica is the active one.")
 @click.option("--standalone", is_flag=True, help="Do not peer with other replicas (development only).")
-def operator(health_port: int, log_format: str, verbose: bool, priority: int, standalone: bool) -> None:
+@click.option("--metrics-port", envvar="STRATUS_METRICS_PORT", default=9090, show_default=True, help="Port of /metrics (0 disables it).")
+@click.option("--ledger-dir", envvar="STRATUS_LEDGER_DIR", help="Usage ledger directory (default /var/lib/stratus/ledger).")
+def operator(health_port: int, log_format: str, verbose: bool, priority: int, standalone: bool, metrics_port: int = 9090, ledger_dir: str | None = None) -> None:
     """Run the operator: reconcile every Stratus kind cluster-wide."""
+    os.environ["STRATUS_METRICS_PORT"] = str(metrics_port)  # read by controllers.metering at startup
+    if ledger_dir:
+        os.environ["STRATUS_LEDGER_DIR"] = ledger_dir
     import kopf
 
     from .controllers import load
@@ -46,6 +51,10 @@ def operator(health_port: int, log_format: str, verbose: bool, priority: int, st
     )
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
     load()
+    if not standalone:
+        from .controllers.settings import ensure_peering
+
+        ensure_peering()
     kopf.run(
         clusterwide=True,
         standalone=standalone,
@@ -99,6 +108,7 @@ def dev_down(name: str) -> None:
     from . import devcluster, devrun
 
     devrun.stop_operator(name)
+    devrun.stop_object_store(name)
     devcluster.down(name)
 
 
@@ -122,6 +132,16 @@ def dev_run(name: str, nodes: int, timeout: int) -> None:
     from . import devrun
 
     sys.exit(devrun.run(name, nodes=nodes, timeout=timeout))
+
+
+from .cli_meter import meter  # noqa: E402  (the `stratus meter` group)
+
+main.add_command(meter)
+__import__("stratus.cli_identity", fromlist=["register"]).register(main)  # `stratus token`, `stratus catalog`
+
+from .cli_image import image_group  # noqa: E402
+
+main.add_command(image_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ waits for the examples to become Ready and prints what came up.
 from __future__ import annotations
 
 import os
+import urllib.error
 import pathlib
 import signal
 import socket
@@ -20,8 +21,69 @@ from . import devcluster
 from .devcluster import REPO, WORKDIR, kubeconfig_path, kubectl, log
 
 
+#: The namespace the local operator keeps its own objects in (admin Secrets, ledger keys).
+SYSTEM_NAMESPACE = "stratus-system"
+#: Where the local object store listens (fixed, so the BucketClass endpoint stays valid).
+S3_PORT = int(os.environ.get("STRATUS_DEV_S3_PORT", "7480"))
+
+
 def operator_files(name: str) -> tuple[pathlib.Path, pathlib.Path]:
     return WORKDIR / f"{name}-operator.pid", WORKDIR / f"{name}-operator.log"
+
+
+def s3_files(name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    return WORKDIR / f"{name}-s3.pid", WORKDIR / f"{name}-s3"
+
+
+def start_object_store(name: str) -> None:
+    """Start versitygw (a real S3 server) on 127.0.0.1:S3_PORT with its data next to the
+    cluster, and register it as the `default` BucketClass with its admin keys in a Secret.
+    The keys stay in files readable by this user only and in the Secret; never printed."""
+    import json
+    import urllib.request
+
+    pid_file, data_dir = s3_files(name)
+    url = f"http://127.0.0.1:{S3_PORT}"
+    if not _alive(pid_file):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open(data_dir.parent / f"{name}-s3.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stratus.drivers.s3server", str(data_dir), "--port", str(S3_PORT)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (403 without credentials): it is up
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"stratus dev: the object store did not start; see {data_dir.parent / (name + '-s3.log')}")
+                time.sleep(0.3)
+        log(f"object store (versitygw) started on {url} (pid {proc.pid})")
+    keys = json.loads((data_dir / "root-credentials.json").read_text())
+    devcluster.apply(name, [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
+    ])
+    devcluster.apply(name, [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-admin", "namespace": SYSTEM_NAMESPACE},
+         "type": "Opaque", "stringData": {"accessKey": keys["accessKey"], "secretKey": keys["secretKey"]}},
+        {"apiVersion": "stratus.dev/v1alpha1", "kind": "BucketClass", "metadata": {"name": "default"},
+         "spec": {"endpoint": url, "region": "us-east-1", "credentialScoping": "Versitygw",
+                  "credentialsSecret": {"name": "s3-admin", "namespace": SYSTEM_NAMESPACE},
+                  "deletionPolicy": "Retain"}},
+    ])
+
+
+def stop_object_store(name: str) -> None:
+    pid_file, _ = s3_files(name)
+    if _alive(pid_file):
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        log("object store stopped")
+    pid_file.unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -48,7 +110,8 @@ def start_operator(name: str) -> int:
     if _alive(pid_file):
         log(f"operator already running (pid {pid_file.read_text().strip()}); log: {log_file}")
         return int(pid_file.read_text())
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name))}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name)), "STRATUS_NAMESPACE": SYSTEM_NAMESPACE,
+           "STRATUS_LEDGER_DIR": str(WORKDIR / f"{name}-ledger")}
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
             operator_command(free_port()), env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -107,12 +170,13 @@ def run(name: str, nodes: int = 3, timeout: int = 180) -> int:
     started = time.monotonic()
     devcluster.up(name, nodes=nodes)
     install_crds(name)
+    start_object_store(name)
     start_operator(name)
     deadline = time.monotonic() + timeout
     apply_examples(name, deadline)
     log("waiting for the examples to become Ready ...")
     ok = True
-    for kind in ("flavors", "projects", "keypairs", "servers"):
+    for kind in ("flavors", "projects", "keypairs", "bucketclasses", "buckets", "servers"):
         remaining = max(5, int(deadline - time.monotonic()))
         res = kubectl(name, "wait", "--for=condition=Ready", kind, "--all", "-A", f"--timeout={remaining}s", check=False)
         if res.returncode != 0:
