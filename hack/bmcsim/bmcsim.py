@@ -38,8 +38,8 @@ Design decisions
   round trips, no IPMI session per BMC.
 * ipmi_sim is made a child subreaper (prctl) before exec, so machine processes started by the
   chassis program are re-parented to it and reaped by its SIGCHLD handler. ipmi_sim is started
-  in its own process group; stopping a BMC kills the machine first (while ipmi_sim can still
-  reap it), then sends SIGTERM to ipmi_sim and waits for it.
+  in its own process group, and each machine in another; stopping a BMC kills the machine's
+  group first (while ipmi_sim can still reap it), then sends SIGTERM to ipmi_sim and waits.
 * In library mode the calling process owns (and reaps) the ipmi_sim processes. The CLI's `up`
   cannot, since it exits: it starts a small supervisor (`bmcsim.py serve`, detached, logging
   to `DIR/supervisor.log`) that owns the fleet until `down` sends it SIGTERM.
@@ -326,6 +326,15 @@ def _alive(pid: int | None) -> bool:
     return raw[raw.rindex(")") + 2 :].split()[0] not in ("Z", "X")
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL a machine's process group (it leads one), or the process alone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @dataclasses.dataclass
 class SimulatedBmc:
     """One ipmi_sim process with its own port, credentials and state directory."""
@@ -489,8 +498,7 @@ class SimulatedBmc:
         state = self.read_state()
         machine = state.get("machine_pid")
         if _alive(machine):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(machine, signal.SIGKILL)
+            _kill_group(machine)
             deadline = time.monotonic() + 1.0  # let ipmi_sim reap it
             while _alive(machine) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -682,7 +690,7 @@ class BmcFleet:
             try:
                 state = bmc.read_state()
                 if _alive(state.get("machine_pid")):
-                    os.kill(state["machine_pid"], signal.SIGKILL)
+                    _kill_group(state["machine_pid"])
             except Exception as err:  # noqa: BLE001
                 errors.append(err)
         time.sleep(0.05 if any(b.running for b in self.bmcs) else 0)

@@ -26,10 +26,16 @@ Design decisions
   restarts it (boot count + 1), soft off sends it SIGTERM and power reads as off once it has
   exited (a machine command that ignores SIGTERM models an OS that does not shut down). If the
   machine process dies on its own, power reads as off, as a crashed host would.
-* The machine is started with stdio on /dev/null (ipmi_sim reads our stdout until EOF) and in
-  ipmi_sim's process group, so stopping a BMC's group stops its machine too. The launcher makes
-  ipmi_sim a child subreaper, so the orphaned machine is re-parented to ipmi_sim, whose SIGCHLD
-  handler reaps it; without that, killed machines would stay zombies where PID 1 does not reap.
+* The machine is started with stdio on /dev/null (ipmi_sim reads our stdout until EOF) in a
+  process group of its own, and signals go to that whole group, so a machine that forks (a
+  shell loop) dies at once with all its children, inside the chassis call that killed it. The
+  launcher makes ipmi_sim a child subreaper, so the orphaned machine is re-parented to
+  ipmi_sim, whose SIGCHLD handler reaps it; without that, killed machines would stay zombies
+  where PID 1 does not reap (as in this project's sandboxes).
+* Caveat: ipmi_sim installs its SIGCHLD handler without SA_RESTART, so a child of it that dies
+  while it reads a `get` answer from this program interrupts that read and the IPMI request
+  fails with 0xFF. Deaths caused by `set` calls happen inside those calls and are harmless;
+  a custom machine that takes its time to exit after a soft off can hit the window.
 * A pid alone is not trusted: the process start time from /proc is stored with it, and zombie
   processes count as dead.
 * `machine.json` (optional, written by the launcher) holds the machine command as an argv list;
@@ -172,17 +178,22 @@ def start_machine(state_dir: str, state: dict) -> None:
         close_fds=True,
         cwd=state_dir,
         env=env,
+        start_new_session=True,
     )
     state["machine_pid"] = proc.pid
     state["machine_start"] = _proc_start_time(proc.pid)
 
 
 def stop_machine(state: dict, sig: int = signal.SIGKILL) -> None:
+    """Signal the machine's whole process group, so no child of it outlives it."""
     if machine_alive(state):
         try:
-            os.kill(state["machine_pid"], sig)
-        except ProcessLookupError:
-            pass
+            os.killpg(state["machine_pid"], sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(state["machine_pid"], sig)
+            except ProcessLookupError:
+                pass
     if sig == signal.SIGKILL:
         state["machine_pid"] = state["machine_start"] = None
 
