@@ -21,6 +21,7 @@ from . import devcluster
 from .devcluster import REPO, WORKDIR, kubeconfig_path, kubectl, log
 
 
+ROLES = REPO / "charts" / "stratus" / "templates" / "roles.yaml"
 #: The namespace the local operator keeps its own objects in (admin Secrets, ledger keys).
 SYSTEM_NAMESPACE = "stratus-system"
 #: Where the local object store listens (fixed, so the BucketClass endpoint stays valid).
@@ -93,11 +94,15 @@ def free_port() -> int:
 
 
 def install_crds(name: str) -> None:
-    """Apply crds/ and wait until the API server serves them."""
+    """Apply crds/ and the shipped roles and policies, and wait until the API server serves them."""
     res = kubectl(name, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), check=False)
     if res.returncode != 0:
         raise SystemExit(f"stratus dev: installing CRDs failed: {res.stderr.strip()}")
     kubectl(name, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    # The project roles and admission policies the chart ships (plain YAML, no templating).
+    res = kubectl(name, "apply", "--server-side", "--force-conflicts", "-f", str(ROLES), check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"stratus dev: installing the project roles failed: {res.stderr.strip()}")
 
 
 def operator_command(health_port: int) -> list[str]:

@@ -22,6 +22,8 @@ import pytest
 
 from .kube import Kube, Operator, wait_for
 from .s3 import *  # noqa: F401,F403  (fixtures: a real versitygw S3 server)
+from .bmc import *  # noqa: F401,F403  (fixtures: real ipmi_sim BMC simulators)
+from .identity import *  # noqa: F401,F403  (fixtures: project roles, acting as a user)
 
 #: Several checkouts (or developers) on one machine can each test on their own cluster.
 CLUSTER_NAME = os.environ.get("STRATUS_TEST_CLUSTER", "stratus-test")
@@ -56,7 +58,8 @@ def crds(kube) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(kube, crds, tmp_path_factory) -> Operator:
+def operator(kube, crds, stratus_roles, tmp_path_factory) -> Operator:
+    """The operator, in a cluster set up as the chart sets it up (CRDs, roles, policies)."""
     op = Operator(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()
     yield op
