@@ -1,0 +1,715 @@
+"""The consolidation planner: ``plan(hosts, vms, constraints, mode=None) -> Plan``.
+
+Decisions:
+
+- Modes. Without an explicit mode the planner scales up when VMs are pending,
+  when utilisation is above the high watermark, or when fewer than
+  ``min_free_hosts`` empty hosts are on and a standby host could fix that; it
+  scales down when utilisation is below the low watermark; otherwise it holds.
+  If the chosen scale-up finds nothing to do (a pending VM fits nowhere),
+  scale-down still gets its turn, so one impossible VM cannot stall
+  consolidation.
+- Scale-down only moves VMs off the hosts it releases and only onto hosts that
+  stay on. Every migration then frees room on a host that is going away and
+  fills a host that only ever grows, so the plan is safe in any order (one
+  wave) and its migrations are exactly the VMs of the released hosts.
+  Which hosts to release: hosts are ranked for keeping (pinned hosts first:
+  must-stay-on, cordoned, or running a non-migratable VM; then the rest), and
+  the planner looks for the shortest prefix of the ranking whose free room
+  takes the VMs of all other hosts (``packing.fill``), starting from the
+  prefix whose capacity just covers the demand, doubling, then bisecting.
+  A post-pass then tries to empty a few more of the kept hosts one by one.
+  Rankings tried: by VMs hosted (most kept, so releases cost the fewest
+  migrations) and by memory hosted (fewest MiB moved); with mixed host shapes
+  also a shape-balanced ranking (every prefix's capacity points the way
+  demand does), one by capacity and one by load fraction. The winner powers
+  off the most hosts, then needs the fewest migrations, then the fewest MiB.
+  Migrations are counted before MiB because every live migration carries a
+  fixed cost (set-up, the switch-over pause, a window of reduced redundancy)
+  that dominates for the small VMs most fleets are made of; memory, the
+  VM's migration cost, breaks ties.
+  Scale-down never leaves utilisation above the high watermark, so it cannot
+  trigger the next cycle's scale-up.
+- Migration budget. If the best plan needs more migrations than
+  ``max_migrations``, hosts are released in order of fewest VMs (most hosts
+  freed per migration) and the longest feasible run that fits the budget is
+  taken. The plan says ``truncated``; the next cycle continues from there.
+- Scale-up places pending VMs on serving hosts first (best fit: least room
+  left over), then powers on standby hosts: the smallest one that takes all
+  remaining VMs, otherwise the one that takes the most, repeatedly. VMs that
+  fit nowhere are listed in ``unplaced``. It then powers on hosts while
+  utilisation stays above the high watermark, and to restore the free-host
+  reserve (largest hosts first).
+- No churn, by construction. A planning step is a pure function of the state
+  (power and placement) with every tie broken by input position. ``plan``
+  applies its own step and plans again, until a step comes back empty (or the
+  budget is spent), and returns the composition of those steps from the
+  original state. The state the plan leads to is therefore one on which the
+  same planner returns an empty plan. Composition also cancels a VM moved
+  twice into one move.
+- Tiny clusters additionally get an exact search (``exact``) in which any VM
+  may move anywhere; its plan is used when it is better and can be ordered
+  safely without detours.
+- The apply-and-replan loop is capped at 16 rounds as a guard; in practice
+  it ends after two or three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .exact import exact_scale_down, small_enough
+from .model import Action, Constraints, Figures, Host, Mode, Plan, Step, VM
+from .ordering import Move, Unorderable, order_moves
+from .packing import fill
+from .world import World
+
+_MAX_ROUNDS = 16
+
+
+class _Step:
+    __slots__ = ("power_on", "moves", "power_off", "truncated")
+
+    def __init__(self, power_on=(), moves=None, power_off=(), truncated=False):
+        self.power_on = list(power_on)
+        self.moves: dict[int, int] = moves or {}
+        self.power_off = list(power_off)
+        self.truncated = truncated
+
+    @property
+    def empty(self) -> bool:
+        return not (self.power_on or self.moves or self.power_off)
+
+
+def plan(
+    hosts: Sequence[Host],
+    vms: Sequence[VM],
+    constraints: Constraints | None = None,
+    mode: Mode | None = None,
+) -> Plan:
+    """Plan one consolidation cycle. Pure: no I/O, deterministic."""
+    constraints = constraints or Constraints()
+    w0 = World(hosts, vms, constraints)
+    serving = list(w0.serving)
+    vm_host = list(w0.vm_host)
+    world = w0
+    first_mode: Mode | None = None
+    first_reason = ""
+    truncated = False
+    for _ in range(_MAX_ROUNDS):
+        used = sum(1 for j, h in enumerate(vm_host) if h != w0.vm_host[j] and w0.vm_host[j] >= 0)
+        left = None if constraints.max_migrations is None else constraints.max_migrations - used
+        chosen, reason, step = _step(world, mode, left)
+        if first_mode is None:
+            first_mode, first_reason = chosen, reason
+        if step.empty:
+            break
+        for i in step.power_on:
+            serving[i] = True
+        for j, i in step.moves.items():
+            vm_host[j] = i
+        for i in step.power_off:
+            serving[i] = False
+        world = World(hosts, vms, constraints, serving, vm_host)
+        if step.truncated:
+            truncated = True
+            break
+    return _compose(w0, world, first_mode or Mode.HOLD, first_reason, truncated)
+
+
+def lower_bound(hosts: Sequence[Host], vms: Sequence[VM], constraints: Constraints | None = None) -> int:
+    """Fewest powered-on hosts that could run the placed VMs: the larger of the
+    per-dimension capacity bounds (largest usable hosts first), the VMs too big
+    to share a host, the largest anti-affinity group, and the hosts that are
+    pinned on (must stay on, cordoned and on, or running a non-migratable VM)."""
+    return _lower_bound(World(hosts, vms, constraints or Constraints()))
+
+
+# -- one step --------------------------------------------------------------------------
+
+
+def _step(world: World, mode: Mode | None, budget: int | None) -> tuple[Mode, str, _Step]:
+    if mode is Mode.SCALE_UP:
+        return Mode.SCALE_UP, "Requested", _scale_up(world)
+    if mode is Mode.SCALE_DOWN:
+        return Mode.SCALE_DOWN, "Requested", _scale_down(world, budget)
+    if mode is Mode.HOLD:
+        return Mode.HOLD, "Requested", _Step()
+    c = world.constraints
+    util = world.utilisation_permille()
+    wants_up = None
+    if any(h < 0 for h in world.vm_host):
+        wants_up = "PendingVMs"
+    elif util > c.high_watermark_percent * 10:
+        wants_up = "HighUtilisation"
+    elif world.free_serving() < c.min_free_hosts and any(world.wakeable):
+        wants_up = "FreeHostReserve"
+    if wants_up:
+        step = _scale_up(world)
+        if not step.empty:
+            return Mode.SCALE_UP, wants_up, step
+    if util < c.low_watermark_percent * 10:
+        step = _scale_down(world, budget)
+        if not step.empty or not wants_up:
+            return Mode.SCALE_DOWN, "LowUtilisation", step
+    if wants_up:
+        return Mode.SCALE_UP, wants_up, _Step()
+    return Mode.HOLD, "WithinWatermarks", _Step()
+
+
+# -- scale-down ---------------------------------------------------------------------------
+
+
+def _scale_down(world: World, budget: int | None) -> _Step:
+    serving = world.serving_hosts()
+    fixed = [i for i in serving if world.pinned[i]]
+    cands = [i for i in serving if not world.pinned[i]]
+    if not cands:
+        return _Step()
+    cap_c, cap_m, load_m = world.cap_c, world.cap_m, world.load_m
+    host_vms = world.host_vms
+    ref_c = max(cap_c[i] for i in serving) or 1
+    ref_m = max(cap_m[i] for i in serving) or 1
+
+    def capacity(i: int) -> float:
+        return cap_c[i] / ref_c + cap_m[i] / ref_m
+
+    def fraction(i: int) -> float:
+        return max(world.load_c[i] / (cap_c[i] or 1), load_m[i] / (cap_m[i] or 1))
+
+    orders = [
+        sorted(cands, key=lambda i: (-load_m[i], -capacity(i), i)),
+        sorted(cands, key=lambda i: (-len(host_vms[i]), -load_m[i], -capacity(i), i)),
+    ]
+    if len({(cap_c[i], cap_m[i]) for i in cands}) > 1:
+        orders.append(_balanced_order(world, fixed, cands))
+        orders.append(sorted(cands, key=lambda i: (-capacity(i), -load_m[i], i)))
+        orders.append(sorted(cands, key=lambda i: (-fraction(i), -capacity(i), i)))
+    best: tuple | None = None
+    for order in orders:
+        found = _search_prefix(world, fixed, order)
+        if found is not None:
+            found = _release_more(world, fixed, found)
+            key = (-found[0], found[1], found[2])
+            if best is None or key < best[0]:
+                best = (key, found)
+    result = None if best is None else best[1]
+    truncated = False
+    if budget is not None and result is not None and result[1] > budget:
+        truncated = True
+        order = sorted(cands, key=lambda i: (-len(host_vms[i]), -load_m[i], -capacity(i), i))
+        result = _search_budget(world, fixed, order, budget)
+    if small_enough(world):
+        exact = exact_scale_down(world, budget)
+        if exact is not None:
+            moves, off = exact
+            cost = sum(world.vm_m[j] for j in moves)
+            if result is None or (-len(off), len(moves), cost) < (-result[0], result[1], result[2]):
+                try:
+                    order_moves(world, [Move(j, world.vm_host[j], t) for j, t in moves.items()], allow_detours=False)
+                except Unorderable:
+                    pass
+                else:
+                    return _Step(moves=moves, power_off=off)
+    if result is None:
+        return _Step()
+    moves, off = result[3], result[4]
+    return _Step(moves=moves, power_off=off, truncated=truncated)
+
+
+def _balanced_order(world: World, fixed: list[int], cands: list[int]) -> list[int]:
+    """Rank hosts so that every prefix's capacity points the way demand does.
+
+    With mixed shapes, keeping the biggest hosts first can cover one dimension
+    long before the other (CPU-rich hosts for a memory-hungry mix). Here the
+    next host is always the one that raises the smaller of the two coverage
+    ratios (capacity over demand) the most; within a shape the most loaded
+    host comes first, so fewer VMs move.
+    """
+    dem_c, dem_m = world.demand()
+    dem_c = dem_c or 1
+    dem_m = dem_m or 1
+    cov_c = sum(world.cap_c[i] for i in fixed) / dem_c
+    cov_m = sum(world.cap_m[i] for i in fixed) / dem_m
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i in sorted(cands, key=lambda i: (-world.load_m[i], -world.load_c[i], i)):
+        by_shape.setdefault((world.cap_c[i], world.cap_m[i]), []).append(i)
+    heads = {shape: 0 for shape in by_shape}
+    order: list[int] = []
+    while len(order) < len(cands):
+        best = None
+        for shape, hosts in by_shape.items():
+            k = heads[shape]
+            if k >= len(hosts):
+                continue
+            c = cov_c + shape[0] / dem_c
+            m = cov_m + shape[1] / dem_m
+            key = (min(c, m), c + m, world.load_m[hosts[k]], -hosts[k])
+            if best is None or key > best[0]:
+                best = (key, shape)
+        shape = best[1]
+        i = by_shape[shape][heads[shape]]
+        heads[shape] += 1
+        order.append(i)
+        cov_c += shape[0] / dem_c
+        cov_m += shape[1] / dem_m
+    return order
+
+
+def _bins(world: World, kept: list[int]) -> list[int]:
+    return _bins_with(world, kept, world.load_c, world.load_m)
+
+
+def _bins_with(world: World, kept: list[int], load_c: list[int], load_m: list[int]) -> list[int]:
+    """Hosts to fill, fullest (least room, relative to size) first."""
+    cap_c, cap_m = world.cap_c, world.cap_m
+    return sorted(kept, key=lambda i: ((cap_c[i] - load_c[i]) / (cap_c[i] or 1) + (cap_m[i] - load_m[i]) / (cap_m[i] or 1), i))
+
+
+def _evaluate(world: World, fixed: list[int], order: list[int], m: int):
+    """Keep ``fixed`` and ``order[:m]``, release the rest. Returns
+    (powered off, migrations, MiB moved, moves, hosts to power off, kept) or None."""
+    kept = fixed + order[:m]
+    released = order[m:]
+    reserve = _reserve_needed(world, kept)
+    if len(released) <= reserve:
+        return None
+    pool = [j for i in released for j in world.host_vms[i]]
+    moves = fill(world, _bins(world, kept), pool)
+    if moves is None:
+        return None
+    found = _outcome(world, kept, released, moves)
+    return found if found[0] > 0 else None
+
+
+def _reserve_needed(world: World, kept: list[int]) -> int:
+    free_kept = sum(1 for i in kept if not world.host_vms[i])
+    return max(0, world.constraints.min_free_hosts - free_kept)
+
+
+def _outcome(world: World, kept: list[int], released: list[int], moves: dict[int, int]):
+    # Hosts kept on as the free reserve: already empty ones first, then the largest.
+    targets = set(moves.values())
+    free_kept = sum(1 for i in kept if not world.host_vms[i] and i not in targets)
+    reserve = max(0, world.constraints.min_free_hosts - free_kept)
+    cap_c, cap_m = world.cap_c, world.cap_m
+    spare = set(sorted(released, key=lambda i: (1 if world.host_vms[i] else 0, -(cap_c[i] + cap_m[i]), i))[:reserve])
+    off = [i for i in released if i not in spare]
+    cost = sum(world.vm_m[j] for j in moves)
+    return len(off), len(moves), cost, moves, off, kept
+
+
+def _release_more(world: World, fixed: list[int], found, attempts: int = 48, patience: int = 12):
+    """After the prefix search: try to empty a few more of the kept hosts,
+    one at a time, into the room the others still have.
+
+    The prefix search can only release hosts in ranking order; a host further
+    up the ranking may still be easy to empty. Candidates are the kept hosts
+    with the fewest VMs (after the moves), at most ``attempts`` of them, giving
+    up after ``patience`` failures in a row. Still only moves VMs off hosts
+    that end empty, onto hosts that stay on. Skipped when a free-host reserve
+    is configured (the prefix search already accounts for it).
+    """
+    _, _, _, moves, off, kept = found
+    if world.constraints.min_free_hosts:
+        return found
+    load_c = list(world.load_c)
+    load_m = list(world.load_m)
+    groups: list[dict[int, int] | None] = list(world.host_groups)
+    on: dict[int, list[int]] = {i: [j for j in world.host_vms[i]] for i in kept}
+    vm_c, vm_m, vm_groups = world.vm_c, world.vm_m, world.vm_groups
+
+    def shift(j: int, src: int, dst: int) -> None:
+        load_c[src] -= vm_c[j]
+        load_m[src] -= vm_m[j]
+        load_c[dst] += vm_c[j]
+        load_m[dst] += vm_m[j]
+        gs = vm_groups[j]
+        if gs:
+            for h, sign in ((src, -1), (dst, 1)):
+                d = groups[h] = dict(groups[h] or {})
+                for g in gs:
+                    d[g] = d.get(g, 0) + sign
+                    if d[g] == 0:
+                        del d[g]
+
+    for j, t in moves.items():
+        shift(j, world.vm_host[j], t)
+        on[t].append(j)
+    high = world.constraints.high_watermark_percent
+    dem_c, dem_m = world.demand()
+    have_c = sum(world.cap_c[i] for i in kept)
+    have_m = sum(world.cap_m[i] for i in kept)
+    pinned = set(fixed)
+    kept_set = set(kept)
+    cands = sorted((i for i in kept if i not in pinned),
+                   key=lambda i: (len(on[i]), load_m[i], i))[:attempts]
+    misses = 0
+    moves = dict(moves)
+    off = list(off)
+    for h in cands:
+        if misses >= patience:
+            break
+        if ((have_c - world.cap_c[h]) * high < dem_c * 100
+                or (have_m - world.cap_m[h]) * high < dem_m * 100):
+            misses += 1
+            continue
+        kept_set.discard(h)
+        bins = _bins_with(world, [i for i in kept if i in kept_set], load_c, load_m)
+        got = fill(world, bins, on[h], load_c, load_m, groups)
+        if got is None:
+            kept_set.add(h)
+            misses += 1
+            continue
+        misses = 0
+        for j, t in got.items():
+            shift(j, h, t)
+            on[t].append(j)
+            if world.vm_host[j] == t:
+                moves.pop(j, None)
+            else:
+                moves[j] = t
+        on[h] = []
+        have_c -= world.cap_c[h]
+        have_m -= world.cap_m[h]
+        off.append(h)
+    if len(off) == found[0]:
+        return found
+    kept = [i for i in kept if i in kept_set]
+    return len(off), len(moves), sum(world.vm_m[j] for j in moves), moves, off, kept
+
+
+def _watermark_floor(world: World, fixed: list[int], order: list[int]) -> int:
+    """Shortest prefix whose capacity keeps utilisation at or below the high watermark."""
+    high = world.constraints.high_watermark_percent
+    dem_c, dem_m = world.demand()
+    need_c = dem_c * 100
+    need_m = dem_m * 100
+    have_c = sum(world.cap_c[i] for i in fixed) * high
+    have_m = sum(world.cap_m[i] for i in fixed) * high
+    m = 0
+    while (have_c < need_c or have_m < need_m) and m < len(order):
+        have_c += world.cap_c[order[m]] * high
+        have_m += world.cap_m[order[m]] * high
+        m += 1
+    if have_c < need_c or have_m < need_m:
+        return len(order) + 1
+    return m
+
+
+def _search_prefix(world: World, fixed: list[int], order: list[int]):
+    lo = _watermark_floor(world, fixed, order)
+    n = len(order)
+    if lo >= n:
+        return None
+    # Grow the prefix from the capacity floor until a packing succeeds...
+    step = 1
+    fail = lo - 1
+    m = lo
+    found = None
+    while m < n:
+        found = _evaluate(world, fixed, order, m)
+        if found is not None:
+            break
+        fail = m
+        m = min(n, m + step)
+        step *= 2
+    if found is None:
+        return None
+    # ...then bisect between the last failure and the first success.
+    hi, best = m, found
+    while hi - fail > 1:
+        mid = (fail + hi) // 2
+        got = _evaluate(world, fixed, order, mid)
+        if got is not None:
+            hi, best = mid, got
+        else:
+            fail = mid
+    return best
+
+
+def _search_budget(world: World, fixed: list[int], order: list[int], budget: int):
+    """Release the longest tail of ``order`` (fewest VMs last) within the budget."""
+    n = len(order)
+    lo = _watermark_floor(world, fixed, order)
+    counts = [len(world.host_vms[i]) for i in order]
+    # Smallest m such that the tail order[m:] needs no more than ``budget`` migrations.
+    m_budget = n
+    total = 0
+    for m in range(n - 1, -1, -1):
+        total += counts[m]
+        if total > budget:
+            break
+        m_budget = m
+    start = max(lo, m_budget)
+    if start >= n:
+        return None
+    found = _evaluate(world, fixed, order, start)
+    if found is not None:
+        return found
+    fail, hi, best = start, n, None
+    while hi - fail > 1:
+        mid = (fail + hi) // 2
+        got = _evaluate(world, fixed, order, mid)
+        if got is not None:
+            hi, best = mid, got
+        else:
+            fail = mid
+    return best
+
+
+# -- scale-up -------------------------------------------------------------------------------
+
+
+def _scale_up(world: World) -> _Step:
+    c = world.constraints
+    cap_c, cap_m = world.cap_c, world.cap_m
+    vm_c, vm_m, vm_groups = world.vm_c, world.vm_m, world.vm_groups
+    n = len(world.hosts)
+    room_c = [cap_c[i] - world.load_c[i] for i in range(n)]
+    room_m = [cap_m[i] - world.load_m[i] for i in range(n)]
+    held: dict[int, dict[int, int]] = {}
+
+    def groups_on(i: int) -> dict[int, int]:
+        d = held.get(i)
+        if d is None:
+            base = world.host_groups[i]
+            d = held[i] = dict(base) if base else {}
+        return d
+
+    def clashes(j: int, i: int) -> bool:
+        gs = vm_groups[j]
+        if not gs:
+            return False
+        here = groups_on(i)
+        return any(here.get(g, 0) > 0 for g in gs)
+
+    def put(j: int, i: int) -> None:
+        room_c[i] -= vm_c[j]
+        room_m[i] -= vm_m[j]
+        gs = vm_groups[j]
+        if gs:
+            here = groups_on(i)
+            for g in gs:
+                here[g] = here.get(g, 0) + 1
+
+    serving = world.serving_hosts()
+    wake = [i for i in range(n) if world.wakeable[i]]
+    pool = serving + wake
+    ref_c = max((cap_c[i] for i in pool), default=1) or 1
+    ref_m = max((cap_m[i] for i in pool), default=1) or 1
+    pending = sorted((j for j, h in enumerate(world.vm_host) if h < 0),
+                     key=lambda j: (-(vm_c[j] / ref_c + vm_m[j] / ref_m), j))
+    moves: dict[int, int] = {}
+    left: list[int] = []
+    for j in pending:
+        best, best_score = -1, 0.0
+        for i in serving:
+            rc = room_c[i] - vm_c[j]
+            rm = room_m[i] - vm_m[j]
+            if rc < 0 or rm < 0 or clashes(j, i):
+                continue
+            score = rc / (cap_c[i] or 1) + rm / (cap_m[i] or 1)
+            if best < 0 or score < best_score:
+                best, best_score = i, score
+        if best >= 0:
+            put(j, best)
+            moves[j] = best
+        else:
+            left.append(j)
+
+    power_on: list[int] = []
+    while left and wake:
+        # One candidate per host shape: the first standby host of that shape.
+        shapes: dict[tuple[int, int], int] = {}
+        for i in wake:
+            shapes.setdefault((cap_c[i], cap_m[i]), i)
+        best_choice = None
+        for (sc, sm), i in shapes.items():
+            placed = _simulate(world, i, left, sc, sm)
+            if not placed:
+                continue
+            weight = sum(vm_c[j] / ref_c + vm_m[j] / ref_m for j in placed)
+            size = sc / ref_c + sm / ref_m
+            complete = len(placed) == len(left)
+            key = (0, size, i) if complete else (1, -weight, size, i)
+            if best_choice is None or key < best_choice[0]:
+                best_choice = (key, i, placed)
+        if best_choice is None:
+            break
+        _, i, placed = best_choice
+        power_on.append(i)
+        wake.remove(i)
+        for j in placed:
+            put(j, i)
+            moves[j] = i
+        placed_set = set(placed)
+        left = [j for j in left if j not in placed_set]
+
+    # Utilisation above the high watermark: add capacity, smallest host that suffices.
+    high = c.high_watermark_percent
+    on = serving + power_on
+    dem_c = sum(world.load_c[i] for i in serving) + sum(vm_c[j] for j in moves)
+    dem_m = sum(world.load_m[i] for i in serving) + sum(vm_m[j] for j in moves)
+    have_c = sum(cap_c[i] for i in on)
+    have_m = sum(cap_m[i] for i in on)
+    while wake and (have_c * high < dem_c * 100 or have_m * high < dem_m * 100):
+        need_c = max(0, -(-dem_c * 100 // high) - have_c)
+        need_m = max(0, -(-dem_m * 100 // high) - have_m)
+        enough = [i for i in wake if cap_c[i] >= need_c and cap_m[i] >= need_m]
+        if enough:
+            i = min(enough, key=lambda i: (cap_c[i] / ref_c + cap_m[i] / ref_m, i))
+        else:
+            i = min(wake, key=lambda i: (-(cap_c[i] / ref_c + cap_m[i] / ref_m), i))
+        power_on.append(i)
+        wake.remove(i)
+        have_c += cap_c[i]
+        have_m += cap_m[i]
+
+    # Free-host reserve: empty serving hosts, counting the ones just powered on.
+    used = {i for i in moves.values()}
+    free = sum(1 for i in serving if not world.host_vms[i] and i not in used)
+    free += sum(1 for i in power_on if i not in used)
+    while free < c.min_free_hosts and wake:
+        i = min(wake, key=lambda i: (-(cap_c[i] / ref_c + cap_m[i] / ref_m), i))
+        power_on.append(i)
+        wake.remove(i)
+        free += 1
+    return _Step(power_on=power_on, moves=moves)
+
+
+def _simulate(world: World, host: int, left: list[int], cap_c: int, cap_m: int) -> list[int]:
+    """Pending VMs (already largest first) that would land on an empty ``host``."""
+    rc, rm = cap_c, cap_m
+    groups: set[int] = set()
+    placed = []
+    for j in left:
+        c, m = world.vm_c[j], world.vm_m[j]
+        if c > rc or m > rm:
+            continue
+        gs = world.vm_groups[j]
+        if gs and any(g in groups for g in gs):
+            continue
+        rc -= c
+        rm -= m
+        groups.update(gs)
+        placed.append(j)
+    return placed
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+
+def _compose(w0: World, wf: World, mode: Mode, reason: str, truncated: bool) -> Plan:
+    n = len(w0.hosts)
+    power_on = [i for i in range(n) if wf.serving[i] and not w0.serving[i]]
+    power_off = [i for i in range(n) if w0.serving[i] and not wf.serving[i]]
+    moves = [Move(j, w0.vm_host[j], wf.vm_host[j]) for j in range(len(w0.vms))
+             if wf.vm_host[j] != w0.vm_host[j] and wf.vm_host[j] >= 0]
+    serving = list(w0.serving)
+    for i in power_on:
+        serving[i] = True
+    start = World(w0.hosts, w0.vms, w0.constraints, serving, w0.vm_host)
+    try:
+        waves = order_moves(start, moves, allow_detours=False)
+    except Unorderable:  # pragma: no cover - the planner's own moves always order
+        empty = _figures(w0, w0, [], [], [])
+        return Plan(Mode.HOLD, "Unorderable", "the planned moves could not be ordered safely; holding", (), (), empty)
+    hosts, vms = w0.hosts, w0.vms
+    steps: list[Step] = []
+    wave = 0
+    if power_on:
+        steps.extend(Step(Action.POWER_ON, hosts[i].name, wave=wave) for i in sorted(power_on, key=lambda i: hosts[i].name))
+        wave += 1
+    for group in waves:
+        for mv in sorted(group, key=lambda mv: vms[mv.vm].name):
+            if mv.source < 0:
+                steps.append(Step(Action.PLACE, hosts[mv.target].name, vm=vms[mv.vm].name, wave=wave))
+            else:
+                steps.append(Step(Action.MIGRATE, hosts[mv.target].name, vm=vms[mv.vm].name,
+                                  source=hosts[mv.source].name, wave=wave))
+        wave += 1
+    if power_off:
+        steps.extend(Step(Action.POWER_OFF, hosts[i].name, wave=wave) for i in sorted(power_off, key=lambda i: hosts[i].name))
+    unplaced = tuple(sorted(vms[j].name for j, h in enumerate(wf.vm_host) if h < 0))
+    figures = _figures(w0, wf, moves, power_on, power_off)
+    if not steps:
+        message = "nothing to do" if reason != "WithinWatermarks" else "utilisation is between the watermarks"
+        if unplaced:
+            message += f"; {len(unplaced)} pending VMs fit on no host"
+        if mode is not Mode.HOLD and reason not in ("WithinWatermarks",):
+            reason = "NoImprovement" if mode is Mode.SCALE_DOWN else ("NoCapacity" if unplaced else "NoImprovement")
+    else:
+        parts = []
+        if figures.powered_on:
+            parts.append(f"power on {figures.powered_on} hosts")
+        if figures.placements:
+            parts.append(f"place {figures.placements} pending VMs")
+        if figures.migrations:
+            parts.append(f"migrate {figures.migrations} VMs ({figures.migrated_mib} MiB)")
+        if figures.powered_off:
+            parts.append(f"power off {figures.powered_off} hosts")
+        message = ", ".join(parts)
+        if unplaced:
+            message += f"; {len(unplaced)} pending VMs fit on no host"
+        if truncated:
+            message += "; stopped at the migration budget"
+    return Plan(mode, reason, message, tuple(steps), unplaced, figures, truncated)
+
+
+def _figures(w0: World, wf: World, moves: list[Move], power_on: list[int], power_off: list[int]) -> Figures:
+    def in_use(w: World) -> int:
+        return sum(1 for v in w.host_vms if v)
+
+    migrations = [mv for mv in moves if mv.source >= 0]
+    return Figures(
+        hosts_on_before=sum(1 for h in w0.hosts if h.powered_on),
+        hosts_on_after=sum(1 for h in w0.hosts if h.powered_on) + sum(1 for i in power_on if not w0.hosts[i].powered_on)
+        - len(power_off),
+        hosts_in_use_before=in_use(w0),
+        hosts_in_use_after=in_use(wf),
+        lower_bound_hosts=_lower_bound(wf),
+        migrations=len(migrations),
+        migrated_mib=sum(w0.vm_m[mv.vm] for mv in migrations),
+        placements=len(moves) - len(migrations),
+        powered_on=len(power_on),
+        powered_off=len(power_off),
+        unplaced=sum(1 for h in wf.vm_host if h < 0),
+        utilisation_before_permille=w0.utilisation_permille(),
+        utilisation_after_permille=wf.utilisation_permille(),
+    )
+
+
+def _lower_bound(w: World) -> int:
+    eligible = [i for i in range(len(w.hosts)) if not w.cordoned[i] and (w.serving[i] or w.wakeable[i])]
+    placed = [j for j, h in enumerate(w.vm_host) if h >= 0 and not w.cordoned[h]]
+    if not placed:
+        return sum(1 for i in range(len(w.hosts)) if w.serving[i] and w.pinned[i] and not w.cordoned[i])
+    dem_c = sum(w.vm_c[j] for j in placed)
+    dem_m = sum(w.vm_m[j] for j in placed)
+
+    def by_dimension(caps: list[int], demand: int) -> int:
+        total = 0
+        for k, cap in enumerate(sorted(caps, reverse=True), start=1):
+            total += cap
+            if total >= demand:
+                return k
+        return len(caps) + 1
+
+    bound = max(by_dimension([w.cap_c[i] for i in eligible], dem_c),
+                by_dimension([w.cap_m[i] for i in eligible], dem_m))
+    max_c = max((w.cap_c[i] for i in eligible), default=0)
+    max_m = max((w.cap_m[i] for i in eligible), default=0)
+    big_c = sum(1 for j in placed if 2 * w.vm_c[j] > max_c)
+    big_m = sum(1 for j in placed if 2 * w.vm_m[j] > max_m)
+    bound = max(bound, big_c, big_m)
+    sizes: dict[int, int] = {}
+    for j in placed:
+        for g in w.vm_groups[j]:
+            sizes[g] = sizes.get(g, 0) + 1
+    if sizes:
+        bound = max(bound, max(sizes.values()))
+    pinned_on = sum(1 for i in eligible if w.serving[i] and w.pinned[i] and (w.host_vms[i] or w.must_stay_on[i]))
+    bound = max(bound, pinned_on)
+    cordoned_busy = sum(1 for i in range(len(w.hosts)) if w.cordoned[i] and w.hosts[i].powered_on)
+    return bound + cordoned_busy
