@@ -106,10 +106,11 @@ class Operator:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the operator; `env` adds settings (metrics port, ledger dir, ...)."""
         from stratus.devrun import free_port, operator_command
 
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **(env or {})}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(operator_command(free_port()), env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -72,8 +72,11 @@ def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, nam
                      90, what="Server Ready under the chart's RBAC")
             kube.delete("servers", "rbac", namespace)
             wait_for(lambda: kube.get("servers", "rbac", namespace) is None, 60, what="Server deleted under the chart's RBAC")
-            log = chart_op.tail(400)
-            assert "Forbidden" not in log and "403" not in log, log
+            # No RBAC denial for the chart's ServiceAccount (other 403s, such as events
+            # refused by a terminating namespace of an earlier test, are not RBAC's).
+            log = chart_op.tail(2000)
+            denied = [line for line in log.splitlines() if f"system:serviceaccount:{release_ns}:" in line]
+            assert not denied, "\n".join(denied[:5])
         finally:
             chart_op.stop()
             operator.start()
