@@ -1,46 +1,80 @@
-"""Server: applies the KubeVirt VirtualMachine built from the Server and its Flavor, and
-mirrors what KubeVirt reports (VM, VMI, virt-launcher Pod) into the Server's status.
+"""Server: applies the KubeVirt VirtualMachine built from the Server and its Flavor (and
+Image or boot Volume, KeyPair, ServerGroup and attached Volumes), and mirrors what
+KubeVirt reports (VM, VMI, virt-launcher Pod, root DataVolume, migration) into the
+Server's status.
 
-Level-based: every spec change, resume and child event recomputes the whole status from
-the objects as they are now. A missing Flavor or KeyPair is a condition and a retry,
-not a crash: the Server becomes ACTIVE on its own once the Flavor appears.
+Level-based: every spec change, resume, child event and change of an attached Volume
+recomputes the whole VM and status from the objects as they are now. A missing Flavor,
+Image, KeyPair, boot Volume or ServerGroup, or a quota that is full, is a condition and
+a retry, not a crash: the Server becomes ACTIVE on its own once the cause is gone.
+
+Admission and quota: a Server is admitted when its VM is first applied. Usage is
+counted from the VMs of the namespace under a per-namespace lock, so two Servers
+created at once cannot both take the last slot (within the one active operator
+replica; kopf peering keeps it to one).
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
 import threading
 
 import kopf
 
 from ..api.registry import API_VERSION, GROUP, VERSION
-from ..api.server import Server
-from ..core import compute
-from ..core.compute import SERVER_LABEL, FlavorSize, Observed
+from ..api.server import MIGRATE_ANNOTATION, REBOOT_ANNOTATION, Server
+from ..core import compute, quota
+from ..core.compute import SERVER_LABEL, DataVolumeDisk, FlavorSize, Observed, RootDisk
 from ..core.conditions import set_condition
+from ..core.volumes import claim_name as volume_claim_name
 from ..core.quantity import parse_bytes
 from ..drivers import kube
+from ..drivers import kubevirt as kv
 
 KUBEVIRT = compute.KUBEVIRT_API
+CDI = "cdi.kubevirt.io/v1beta1"
 RETRY_MISSING_DEPENDENCY = 10
+RETRY_QUOTA = 15
+#: The reboot annotation's value while the VM is being stopped.
+REBOOT_STOPPING = "stopping"
+#: Its value while the VM is being stopped for a rebuild.
+REBUILD_STOPPING = "rebuilding"
+PROJECT_LABEL = "stratus.dev/project"
+#: Reasons the spec handler sets before a VM exists; child events leave them alone.
+ADMISSION_REASONS = ("FlavorNotFound", "FlavorInvalid", "FlavorNotAllowed", "KeyPairNotFound", "KeyPairInvalid", "ImageNotFound",
+                     "ImageNotActive", "FlavorDiskTooSmall", "FlavorMemoryTooSmall", "BootVolumeNotFound",
+                     "BootVolumeNotReady", "BootVolumeInUse", "ServerGroupNotFound", "QuotaExceeded")
+
+
+class Blocked(Exception):
+    """The Server cannot be (re)built now; reason and message go into its condition."""
+
+    def __init__(self, reason: str, message: str, delay: float = RETRY_MISSING_DEPENDENCY):
+        super().__init__(message)
+        self.reason, self.message, self.delay = reason, message, delay
 
 
 def _event(body: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(body, type=type_, reason=reason, message=message)
 
 
-def _write_status(body: dict, status: dict) -> None:
-    """Write status when it differs from what is there; post an event on a phase change."""
+def _write_status(body: dict, status: dict) -> dict:
+    """Write status when it differs from what is there; post an event on a phase change.
+    Returns the fields that changed."""
     meta = body["metadata"]
     old = body.get("status") or {}
     changed = {k: v for k, v in status.items() if old.get(k) != v}
     if not changed:
-        return
+        return changed
     kube.patch_status(API_VERSION, "servers", meta["name"], changed, meta["namespace"])
-    if "phase" in changed:
-        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-        _event(body, "Warning" if status["phase"] == "ERROR" else "Normal", ready.get("reason", status["phase"]),
-               f"{old.get('phase') or 'new'} -> {status['phase']}: {ready.get('message', '')}")
+    old_ready = next((c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
+    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    if "phase" in changed or (ready.get("reason") and ready.get("reason") != old_ready.get("reason")):
+        phase = status.get("phase", old.get("phase"))
+        _event(body, "Warning" if phase == "ERROR" else "Normal", ready.get("reason", phase),
+               f"{old.get('phase') or 'new'} -> {phase}: {ready.get('message', '')}")
+    return changed
 
 
 def _fail(body: dict, reason: str, message: str) -> None:
@@ -49,7 +83,7 @@ def _fail(body: dict, reason: str, message: str) -> None:
     _write_status(body, {"phase": "ERROR", "conditions": conditions, "observedGeneration": generation})
 
 
-def observe(namespace: str, name: str) -> Observed:
+def observe(namespace: str, name: str, body: dict | None = None) -> Observed:
     vm = kube.get(KUBEVIRT, "virtualmachines", name, namespace)
     vmi = kube.get(KUBEVIRT, "virtualmachineinstances", name, namespace)
     pod = None
@@ -59,74 +93,371 @@ def observe(namespace: str, name: str) -> Observed:
         node = (vmi.get("status") or {}).get("nodeName")
         pods.sort(key=lambda p: ((p.get("spec") or {}).get("nodeName") == node, p["metadata"]["creationTimestamp"]))
         pod = pods[-1] if pods else None
-    return Observed(vm=vm, vmi=vmi, launcher_pod=pod)
+    root_dv = None
+    if vm and (vm.get("spec") or {}).get("dataVolumeTemplates"):
+        root_dv = kube.get(CDI, "datavolumes", compute.vm_root_data_volume(vm), namespace) or {"status": {}}
+    migration = None
+    mig_name = ((body or {}).get("status") or {}).get("migration")
+    if mig_name:
+        migration = kube.get(KUBEVIRT, "virtualmachineinstancemigrations", mig_name, namespace)
+    stopping = ((body or {}).get("metadata", {}).get("annotations") or {}).get(REBOOT_ANNOTATION)
+    action = {REBOOT_STOPPING: "reboot", REBUILD_STOPPING: "rebuild"}.get(stopping, "")
+    return Observed(vm=vm, vmi=vmi, launcher_pod=pod, root_data_volume=root_dv, migration=migration, action=action)
 
 
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+def _follow_power(namespace: str, name: str, body: dict, observed: Observed) -> bool:
+    """Second halves of actions, on every look: pause/unpause a running VMI to match
+    powerState, and finish a reboot once the old VMI is gone. True when it acted."""
+    vmi = observed.vmi
+    if observed.action and vmi is None:
+        kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
+        fresh = kube.get(API_VERSION, "servers", name, namespace)
+        if fresh:
+            _event(fresh, "Normal", "Rebooted" if observed.action == "reboot" else "Rebuilt",
+                   "The virtual machine was stopped; starting it again"
+                   + (" from its new root disk" if observed.action == "rebuild" else ""))
+            _sync(fresh, namespace, name, None)
+        return True
+    current_root = compute.vm_root_data_volume(observed.vm)
+    if current_root and vmi and (vmi.get("status") or {}).get("phase") == "Running" \
+            and (body.get("status") or {}).get("rootDisk") != current_root:
+        # ACTIVE on the current root disk: retire the root disks of earlier images.
+        for dv in kv.list_custom(CDI, "datavolumes", namespace, f"{SERVER_LABEL}={name}"):
+            if dv["metadata"]["name"] != current_root:
+                kube.delete(CDI, "datavolumes", dv["metadata"]["name"], namespace)
+        kube.patch_status(API_VERSION, "servers", name, {"rootDisk": current_root}, namespace)
+    if vmi and ((vmi.get("status") or {}).get("phase") == "Running") and not observed.action:
+        wants = (body["spec"].get("powerState") or "Running") == "Paused"
+        paused = compute.vmi_paused(vmi)
+        requested = ((vmi["metadata"].get("annotations") or {}).get(kv.STANDIN_PAUSE_ANNOTATION) == "true")
+        # Where the subresource is served, repeat the (idempotent) call until the VMI
+        # says so; on the stand-ins, set the annotation once.
+        if wants != paused and (requested != wants or kv.has_resource(kv.SUBRESOURCES, "virtualmachineinstances/pause")):
+            kv.set_paused(namespace, name, wants)
+    return False
 
 
-def refresh_status(namespace: str, name: str) -> None:
+_locks: dict[tuple[str, str], threading.RLock] = collections.defaultdict(threading.RLock)
+_namespace_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+
+def refresh_status(namespace: str, name: str) -> dict:
     """Recompute a Server's status from its children (called on any child event).
 
     Child events arrive concurrently (VM, VMI and Pod); one lock per Server makes each
     refresh read the status the previous one wrote, so a transition is reported once."""
     with _locks[(namespace, name)]:
-        _refresh_status(namespace, name)
+        return _refresh_status(namespace, name)
 
 
-def _refresh_status(namespace: str, name: str) -> None:
+def _refresh_status(namespace: str, name: str) -> dict:
+    """Returns the status fields that changed ({"deleted": True} when the server is gone)."""
     body = kube.get(API_VERSION, "servers", name, namespace)
     if not body or body["metadata"].get("deletionTimestamp"):
-        return
+        return {"deleted": True}
     status = body.get("status") or {}
     ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
-    if status.get("phase") == "ERROR" and ready and ready.get("reason") in ("FlavorNotFound", "KeyPairNotFound", "KeyPairInvalid"):
-        return  # the spec handler owns these; it retries until the dependency exists
+    if ready and ready.get("reason") in ADMISSION_REASONS:
+        return {}  # the spec handler owns these; it retries until the cause is gone
     size = None
     if status.get("vcpus"):
         size = FlavorSize(vcpus=status["vcpus"], ram_bytes=parse_bytes(status["memory"]), disk_bytes=0)
-    _write_status(body, compute.server_status(body, observe(namespace, name), size))
+    observed = observe(namespace, name, body)
+    try:
+        if _follow_power(namespace, name, body, observed):
+            return {"action": True}
+    except Blocked as blocked:
+        _fail(kube.get(API_VERSION, "servers", name, namespace) or body, blocked.reason, blocked.message)
+        return {}
+    return _write_status(body, compute.server_status(body, observed, size))
 
 
-@kopf.on.resume(GROUP, VERSION, "servers")
-@kopf.on.create(GROUP, VERSION, "servers")
-@kopf.on.update(GROUP, VERSION, "servers", field="spec")
-def reconcile_server(body, name, namespace, logger, **_) -> None:
-    body = kube.plain(body)
+def project_quota(namespace: str) -> dict | None:
+    """The quota of the Project that owns the namespace (by its label), or None."""
+    ns = kube.get_namespace(namespace)
+    project = (((ns or {}).get("metadata") or {}).get("labels") or {}).get(PROJECT_LABEL)
+    if not project:
+        return None
+    proj = kube.get(API_VERSION, "projects", project)
+    return ((proj or {}).get("spec") or {}).get("quota") or None
+
+
+def _usage(namespace: str, exclude: str) -> quota.Usage:
+    used = quota.Usage()
+    for vm in kv.list_custom(KUBEVIRT, "virtualmachines", namespace, SERVER_LABEL):
+        if vm["metadata"]["name"] == exclude or vm["metadata"].get("deletionTimestamp"):
+            continue
+        vcpus, mem = compute.vm_size(vm)
+        used = used + quota.Usage(1, vcpus, mem)
+    return used
+
+
+def _flavor_allowed(flavor: dict, namespace: str) -> bool:
+    spec = flavor.get("spec") or {}
+    if spec.get("isPublic", True):
+        return True
+    ns = kube.get_namespace(namespace)
+    project = (((ns or {}).get("metadata") or {}).get("labels") or {}).get(PROJECT_LABEL)
+    return bool(project) and project in (spec.get("projects") or [])
+
+
+def _root_disk(server: Server, namespace: str, size: FlavorSize) -> RootDisk:
+    spec = server.spec
+    if spec.image:
+        image = kube.get(API_VERSION, "images", spec.image, namespace) if kv.has_resource(API_VERSION, "images") else None
+        root, reason, message = compute.image_root_disk(image, spec.image, size)
+        if root is None:
+            raise Blocked(reason, message)
+        return root
+    if spec.boot_volume:
+        vol = kube.get(API_VERSION, "volumes", spec.boot_volume, namespace)
+        if vol is None:
+            raise Blocked("BootVolumeNotFound", f"Volume {spec.boot_volume!r} does not exist in this namespace; create it "
+                                                "or set spec.bootVolume to an existing one (kubectl get volumes)")
+        if (vol.get("spec") or {}).get("attachTo"):
+            raise Blocked("BootVolumeInUse", f"Volume {spec.boot_volume!r} is attached to server "
+                                             f"{vol['spec']['attachTo']!r}; detach it before booting from it")
+        vstatus = vol.get("status") or {}
+        if not vstatus.get("claimName") or vstatus.get("phase") in ("", "creating", "error"):
+            raise Blocked("BootVolumeNotReady", f"Volume {spec.boot_volume!r} is {vstatus.get('phase') or 'not ready'}; "
+                                                "the server waits until it is available", delay=3)
+        return RootDisk(claim_name=vstatus["claimName"])
+    return RootDisk(container_disk=spec.container_disk)
+
+
+@kopf.index(GROUP, VERSION, "volumes")
+def volumes_by_server(namespace, name, spec, status, **_):
+    """(namespace, server) -> the Volumes that name it (spec.attachTo) or are still
+    attached to it (status.attachment). An in-memory index kopf keeps from its watch and
+    fills before any handler runs, so a restart never applies a VM without its volumes."""
+    entry = {"volume": name, "claimName": (status or {}).get("claimName") or "", "phase": (status or {}).get("phase") or "",
+             "readOnly": bool((spec or {}).get("readOnly")), "attachTo": (spec or {}).get("attachTo") or ""}
+    keys = {(namespace, entry["attachTo"]), (namespace, ((status or {}).get("attachment") or {}).get("server") or "")}
+    return {key: entry for key in keys if key[1]} or None
+
+
+@kopf.index(GROUP, VERSION, "servers")
+def servers_by_boot_volume(namespace, name, spec, **_):
+    return {(namespace, spec["bootVolume"]): name} if (spec or {}).get("bootVolume") else None
+
+
+#: The kopf indices, captured from the first handler call (kopf hands them to every
+#: handler; this module's helpers are also called from the volume controller).
+_indices: dict = {}
+
+
+def capture_indices(kwargs: dict) -> None:
+    for key in ("volumes_by_server", "servers_by_boot_volume"):
+        if key in kwargs and key not in _indices:
+            _indices[key] = kwargs[key]
+
+
+def volumes_of(namespace: str, server: str) -> list[dict]:
+    """Index entries of the Volumes that name the server or are attached to it."""
+    index = _indices.get("volumes_by_server")
+    if index is None:  # not captured yet: ask the API server
+        out = []
+        for vol in kv.list_custom(API_VERSION, "volumes", namespace):
+            spec, st = vol.get("spec") or {}, vol.get("status") or {}
+            if server in (spec.get("attachTo"), (st.get("attachment") or {}).get("server")):
+                out.append({"volume": vol["metadata"]["name"], "claimName": st.get("claimName") or "",
+                            "phase": st.get("phase") or "", "readOnly": bool(spec.get("readOnly")),
+                            "attachTo": spec.get("attachTo") or ""})
+        return out
+    return list(index.get((namespace, server), []))
+
+
+def boot_server_of(namespace: str, volume: str) -> str:
+    index = _indices.get("servers_by_boot_volume")
+    if index is None:
+        for srv in kv.list_custom(API_VERSION, "servers", namespace):
+            if (srv.get("spec") or {}).get("bootVolume") == volume:
+                return srv["metadata"]["name"]
+        return ""
+    return next(iter(index.get((namespace, volume), [])), "")
+
+
+def _attached(namespace: str, name: str) -> list[DataVolumeDisk]:
+    """The Volumes whose spec.attachTo names the server. Their claims are named by
+    rule, so the VM can list them before they are bound (KubeVirt hotplugs a claim once
+    it is bound); a Volume whose claim cannot be made (phase error) is left out."""
+    return [DataVolumeDisk(volume=v["volume"], claim_name=volume_claim_name(v["volume"]), read_only=v["readOnly"])
+            for v in volumes_of(namespace, name) if v["attachTo"] == name and v["phase"] != "error"]
+
+
+def sync_server(namespace: str, name: str, logger=None) -> None:
+    """Build and apply the VM for the Server as it is now, then write its status.
+    Raises Blocked when a dependency is missing (after writing the condition)."""
+    with _locks[(namespace, name)]:
+        body = kube.get(API_VERSION, "servers", name, namespace)
+        if not body or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            _sync(body, namespace, name, logger)
+        except Blocked as blocked:
+            fresh = kube.get(API_VERSION, "servers", name, namespace) or body
+            _fail(fresh, blocked.reason, blocked.message)
+            raise
+
+
+def _sync(body: dict, namespace: str, name: str, logger) -> None:
     server = Server.model_validate(body)  # the API server validated it; this is the typed view
     flavor = kube.get(API_VERSION, "flavors", server.spec.flavor)
     if flavor is None:
-        _fail(body, "FlavorNotFound", f"Flavor {server.spec.flavor!r} does not exist; create it or set spec.flavor to an existing one (kubectl get flavors)")
-        raise kopf.TemporaryError(f"flavor {server.spec.flavor!r} not found", delay=RETRY_MISSING_DEPENDENCY)
+        raise Blocked("FlavorNotFound", f"Flavor {server.spec.flavor!r} does not exist; create it or set spec.flavor to an "
+                                        "existing one (kubectl get flavors)")
+    if (flavor.get("status") or {}).get("phase") == "Invalid":
+        raise Blocked("FlavorInvalid", f"Flavor {server.spec.flavor!r} is invalid ("
+                      + ((flavor["status"].get("conditions") or [{}])[0].get("message") or "see kubectl describe flavor")
+                      + "); choose another flavor")
+    if not _flavor_allowed(flavor, namespace):
+        raise Blocked("FlavorNotAllowed", f"Flavor {server.spec.flavor!r} is private to other projects; choose a public "
+                                          "flavor or ask an administrator to share it with this project")
     size = FlavorSize.from_spec(flavor["spec"])
     public_key = None
     if server.spec.key_pair:
         kp = kube.get(API_VERSION, "keypairs", server.spec.key_pair, namespace)
         if kp is None:
-            _fail(body, "KeyPairNotFound", f"KeyPair {server.spec.key_pair!r} does not exist in namespace {namespace}; create it or remove spec.keyPair")
-            raise kopf.TemporaryError(f"key pair {server.spec.key_pair!r} not found", delay=RETRY_MISSING_DEPENDENCY)
+            raise Blocked("KeyPairNotFound", f"KeyPair {server.spec.key_pair!r} does not exist in namespace {namespace}; "
+                                             "create it or remove spec.keyPair")
         if (kp.get("status") or {}).get("phase") == "Invalid":
-            _fail(body, "KeyPairInvalid", f"KeyPair {server.spec.key_pair!r} holds an invalid public key; fix the KeyPair")
-            raise kopf.TemporaryError("key pair invalid", delay=RETRY_MISSING_DEPENDENCY)
+            raise Blocked("KeyPairInvalid", f"KeyPair {server.spec.key_pair!r} holds an invalid public key; fix the KeyPair")
         public_key = kp["spec"]["publicKey"]
-    vm = compute.server_to_virtual_machine(body, size, public_key)
-    kube.apply(vm, "virtualmachines")
-    logger.info("VirtualMachine %s applied (%d vCPU, %s, runStrategy %s)", name, size.vcpus,
-                vm["spec"]["template"]["spec"]["domain"]["memory"]["guest"], vm["spec"]["runStrategy"])
+    policy = None
+    if server.spec.server_group:
+        group = kube.get(API_VERSION, "servergroups", server.spec.server_group, namespace)
+        if group is None:
+            raise Blocked("ServerGroupNotFound", f"ServerGroup {server.spec.server_group!r} does not exist in this "
+                                                 "namespace; create it (kubectl get servergroups)")
+        policy = group["spec"]["policy"]
+    root = _root_disk(server, namespace, size)
+    stopping = (body["metadata"].get("annotations") or {}).get(REBOOT_ANNOTATION)
+    existing_root = compute.vm_root_data_volume(kube.get(KUBEVIRT, "virtualmachines", name, namespace)) if root.image_source else ""
+    if existing_root and existing_root != compute.root_disk_name(name, server.spec.image or "") and stopping is None \
+            and server.spec.power_state.value != "Stopped":
+        # A rebuild: the new image's root disk needs a fresh start of the VM.
+        body = kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: REBUILD_STOPPING}}},
+                        namespace) or body
+        stopping = REBUILD_STOPPING
+        _event(body, "Normal", "Rebuilding", f"Rebuilding from image {server.spec.image!r}: stopping the virtual machine")
+    halt = stopping in (REBOOT_STOPPING, REBUILD_STOPPING)
+    vm = compute.server_to_virtual_machine(body, size, public_key, root=root, volumes=_attached(namespace, name),
+                                           group_policy=policy, halt=halt)
+    with _namespace_locks[namespace]:
+        existing = kube.get(KUBEVIRT, "virtualmachines", name, namespace)
+        limits = project_quota(namespace)
+        if limits:
+            old_vcpus, old_mem = compute.vm_size(existing) if existing else (0, 0)
+            used = _usage(namespace, exclude=name) + (quota.Usage(1, old_vcpus, old_mem) if existing else quota.Usage())
+            request = quota.Usage(0 if existing else 1, size.vcpus - old_vcpus, size.ram_bytes - old_mem)
+            message = quota.check(limits, used, request)
+            if message:
+                raise Blocked("QuotaExceeded", message, delay=RETRY_QUOTA)
+        kube.apply(vm, "virtualmachines")
+    if logger:
+        logger.info("VirtualMachine %s applied (%d vCPU, %s, runStrategy %s)", name, size.vcpus,
+                    vm["spec"]["template"]["spec"]["domain"]["memory"]["guest"], vm["spec"]["runStrategy"])
+    fresh = kube.get(API_VERSION, "servers", name, namespace) or body
+    observed = observe(namespace, name, fresh)
+    if _follow_power(namespace, name, fresh, observed):
+        return
+    status = compute.server_status(fresh, observed, size)
+    status["flavor"] = server.spec.flavor
+    if "volumes" in _write_status(fresh, status):
+        for listener in child_listeners:
+            listener(namespace, name)
+
+
+@kopf.on.resume(GROUP, VERSION, "servers")
+@kopf.on.create(GROUP, VERSION, "servers")
+@kopf.on.update(GROUP, VERSION, "servers", field="spec")
+def reconcile_server(body, name, namespace, logger, **kwargs) -> None:
+    capture_indices(kwargs)
+    try:
+        sync_server(namespace, name, logger)
+    except Blocked as blocked:
+        raise kopf.TemporaryError(f"{blocked.reason}: {blocked.message}", delay=blocked.delay)
+
+
+@kopf.on.event(GROUP, VERSION, "servers", annotations={MIGRATE_ANNOTATION: kopf.PRESENT})
+def migrate_server(name, namespace, logger, **kwargs) -> None:
+    """The one-shot `stratus.dev/migrate` annotation: create a VirtualMachineInstanceMigration
+    (to the named node, if any), record it in status, then remove the annotation.
+
+    An event handler (not a field handler): kopf keeps its own state in `stratus.dev/`
+    annotations and leaves them out of the diffs it computes. Under the server's lock
+    the annotation is re-read, so the action runs once however many events arrive."""
+    capture_indices(kwargs)
     with _locks[(namespace, name)]:
-        # Re-read: the status may have moved on since this event's body was taken.
-        fresh = kube.get(API_VERSION, "servers", name, namespace) or body
-        _write_status(fresh, compute.server_status(fresh, observe(namespace, name), size))
+        body = kube.get(API_VERSION, "servers", name, namespace)
+        if not body or body["metadata"].get("deletionTimestamp"):
+            return
+        target = ((body["metadata"].get("annotations") or {}).get(MIGRATE_ANNOTATION))
+        if target is None:
+            return
+        phase = (body.get("status") or {}).get("phase")
+        if phase not in ("ACTIVE", "PAUSED"):
+            _event(body, "Warning", "MigrationRefused", f"Live migration needs an ACTIVE server; it is {phase}. "
+                                                        "The request was dropped: annotate again once it is ACTIVE")
+        else:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+            mig = compute.migration_object(name, namespace, f"{name}-migrate-{stamp}", target or None)
+            mig["metadata"]["ownerReferences"] = [compute.owner_reference(body, controller=False)]
+            kv.create_custom(mig, "virtualmachineinstancemigrations")
+            kube.patch_status(API_VERSION, "servers", name, {"migration": mig["metadata"]["name"]}, namespace)
+            _event(body, "Normal", "MigrationStarted", f"Live migration {mig['metadata']['name']} started"
+                   + (f" to node {target}" if target else ""))
+            logger.info("migration %s created", mig["metadata"]["name"])
+        kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {MIGRATE_ANNOTATION: None}}}, namespace)
+        _refresh_status(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "servers", annotations={REBOOT_ANNOTATION: kopf.PRESENT})
+def reboot_server(name, namespace, logger, **kwargs) -> None:
+    """The one-shot `stratus.dev/reboot: soft|hard` annotation (see api.server)."""
+    capture_indices(kwargs)
+    with _locks[(namespace, name)]:
+        body = kube.get(API_VERSION, "servers", name, namespace)
+        if not body or body["metadata"].get("deletionTimestamp"):
+            return
+        kind = (body["metadata"].get("annotations") or {}).get(REBOOT_ANNOTATION)
+        if kind not in ("soft", "hard"):
+            return  # in progress ("stopping", "rebuilding"), or removed
+        phase = (body.get("status") or {}).get("phase")
+        if phase not in ("ACTIVE", "PAUSED"):
+            _event(body, "Warning", "RebootRefused", f"Reboot needs an ACTIVE server; it is {phase}. "
+                                                     "The request was dropped: annotate again once it is ACTIVE")
+            kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
+            return
+        if kind == "soft" and kv.soft_reboot(namespace, name):
+            _event(body, "Normal", "Rebooting", "Asked the guest to reboot (soft)")
+            kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
+            return
+        _event(body, "Normal", "Rebooting", f"Rebooting ({kind}): stopping the virtual machine, then starting it")
+        fresh = kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: REBOOT_STOPPING}}},
+                         namespace)
+        logger.info("%s reboot: stopping the VM", kind)
+        try:
+            _sync(fresh, namespace, name, logger)
+        except Blocked as blocked:
+            _fail(fresh, blocked.reason, blocked.message)
 
 
 @kopf.on.delete(GROUP, VERSION, "servers")
-def delete_server(body, name, namespace, logger, **_) -> None:
+def delete_server(body, name, namespace, logger, **kwargs) -> None:
+    capture_indices(kwargs)
     body = kube.plain(body)
     if (body.get("status") or {}).get("phase") != "DELETING":
         generation = body["metadata"].get("generation", 0)
         conditions = set_condition((body.get("status") or {}).get("conditions"), "Ready", False, "Deleting",
-                                   "Deleting the virtual machine", generation)
+                                   "Detaching volumes and deleting the virtual machine", generation)
         _write_status(body, {"phase": "DELETING", "conditions": conditions})
+    # Detach first (as Nova does): the volumes outlive the server and become available.
+    for vol in volumes_of(namespace, name):
+        if vol["attachTo"] == name:
+            patched = kv.patch(API_VERSION, "volumes", vol["volume"], {"spec": {"attachTo": None}}, namespace)
+            if patched:
+                _event(patched, "Normal", "Detached", f"Detached because server {name} is being deleted")
     if kube.get(KUBEVIRT, "virtualmachines", name, namespace) is not None:
         kube.delete(KUBEVIRT, "virtualmachines", name, namespace)
         raise kopf.TemporaryError("waiting for the VirtualMachine to be deleted", delay=2)
@@ -137,10 +468,22 @@ def _server_of(labels: dict) -> str | None:
     return (labels or {}).get(SERVER_LABEL)
 
 
+#: Called with (namespace, server) after a child event, so that Volumes attached to
+#: the server can follow (set by the volume controller; no import cycle).
+child_listeners: list = []
+
+
 @kopf.on.event("kubevirt.io", "v1", "virtualmachines", labels={SERVER_LABEL: kopf.PRESENT})
 @kopf.on.event("kubevirt.io", "v1", "virtualmachineinstances", labels={SERVER_LABEL: kopf.PRESENT})
+@kopf.on.event("kubevirt.io", "v1", "virtualmachineinstancemigrations", labels={SERVER_LABEL: kopf.PRESENT})
+@kopf.on.event("cdi.kubevirt.io", "v1beta1", "datavolumes", labels={SERVER_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={SERVER_LABEL: kopf.PRESENT, "kubevirt.io": "virt-launcher"})
-def child_changed(labels, namespace, **_) -> None:
+def child_changed(labels, namespace, **kwargs) -> None:
+    capture_indices(kwargs)
     server = _server_of(labels)
     if server:
-        refresh_status(namespace, server)
+        changed = refresh_status(namespace, server)
+        # Attachments depend on the server's reported volumes (and on it existing).
+        if changed.keys() & {"volumes", "deleted", "action"}:
+            for listener in child_listeners:
+                listener(namespace, server)
