@@ -43,7 +43,7 @@ status: venv ## Say whether the local cluster and operator run
 	@$(STRATUS) dev status
 
 test: deps venv tools ## Run the whole test suite (unit, then integration on the local control plane)
-	@$(PY) -m pytest tests $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 test-unit: venv ## Run the unit tests only (no cluster)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
