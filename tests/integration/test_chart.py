@@ -39,8 +39,10 @@ def test_chart_crds_are_the_generated_ones():
 
 def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, namespace, tmp_path):
     release_ns = f"stratus-{uuid.uuid4().hex[:5]}"
+    # The session installed the chart's roles and policies the way `make run` does
+    # (kubectl apply); the release takes them over, as it would on an upgrade from that.
     res = helm(kube, "install", "stratus", str(CHART), "--namespace", release_ns, "--create-namespace",
-               "--wait", "--timeout", "90s")
+               "--take-ownership", "--wait", "--timeout", "90s")
     assert res.returncode == 0, res.stdout + res.stderr
     try:
         dep = kube.apps.read_namespaced_deployment("stratus", release_ns)
@@ -84,5 +86,8 @@ def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, nam
         res = helm(kube, "uninstall", "stratus", "--namespace", release_ns, "--wait")
         assert res.returncode == 0, res.stderr
         kube.core.delete_namespace(release_ns)
+        # Give the rest of the session back the roles and policies the release removed.
+        restore = kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "templates" / "roles.yaml"))
+        assert restore.returncode == 0, restore.stderr
     # Uninstalling keeps the CRDs (and so every user's objects).
     assert kube.kubectl("get", "crd", "servers.stratus.dev").returncode == 0

@@ -557,18 +557,32 @@ class BmcClient(abc.ABC):
     async def inspect(self) -> InspectionResult: ...
 
     async def _wait_power(self, want: PowerState, wait: float, operation: str) -> PowerState:
+        """Poll until the BMC reports `want`. A status read that the BMC refuses while the
+        host changes state (ipmi_sim does, and so do some real BMCs) is polled again
+        until the deadline; only the last such error is raised."""
         deadline = time.monotonic() + wait
-        state = await self.power_state()
+
+        async def read() -> PowerState | CommandFailed:
+            try:
+                return await self.power_state()
+            except PowerStateTimeout:
+                raise
+            except CommandFailed as exc:
+                return exc
+
+        state = await read()
         while state != want:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if isinstance(state, CommandFailed):
+                    raise state
                 raise PowerStateTimeout(
                     f"{operation}: {self.address} still reports power {state.value} after {wait:g}s",
                     address=str(self.address),
                     operation=operation,
                 )
             await asyncio.sleep(min(POWER_POLL_INTERVAL, remaining))
-            state = await self.power_state()
+            state = await read()
         return state
 
 
@@ -970,7 +984,12 @@ class IpmiClient(BmcClient):
                 return state
             rsp = cmd.raw_command(netfn=0x00, command=0x02, data=[control])
             _raise_for_code(rsp, "chassis control")
-            return self._read_power(cmd)
+            try:
+                return self._read_power(cmd)
+            except CommandFailed:
+                # The command was accepted; a status read refused while the host changes
+                # state is not a failure of the command. Report "not yet"; waiting polls.
+                return state
 
         state = await self._run(operation, work)
         if wait > 0 and state != want:
