@@ -33,7 +33,7 @@ def main() -> None:
 @click.option("--priority", default=0, show_default=True, help="Peering priority; the highest-priority replica is the active one.")
 @click.option("--standalone", is_flag=True, help="Do not peer with other replicas (development only).")
 @click.option("--metrics-port", envvar="STRATUS_METRICS_PORT", default=9090, show_default=True, help="Port of /metrics (0 disables it).")
-@click.option("--ledger-dir", envvar="STRATUS_LEDGER_DIR", help="Usage ledger directory (default /var/lib/stratus/ledger).")
+@click.option("--ledger-dir", envvar="STRATUS_LEDGER_DIR", help="Usage ledger directory (in a pod /var/lib/stratus/ledger by default; elsewhere off unless given).")
 def operator(health_port: int, log_format: str, verbose: bool, priority: int, standalone: bool, metrics_port: int = 9090, ledger_dir: str | None = None) -> None:
     """Run the operator: reconcile every Stratus kind cluster-wide."""
     os.environ["STRATUS_METRICS_PORT"] = str(metrics_port)  # read by controllers.metering at startup
@@ -142,6 +142,7 @@ __import__("stratus.cli_identity", fromlist=["register"]).register(main)  # `str
 from .cli_image import image_group  # noqa: E402
 
 main.add_command(image_group)
+main.add_command(__import__("stratus.cli_consolidate", fromlist=["consolidate"]).consolidate)  # `stratus consolidate`
 
 
 if __name__ == "__main__":  # pragma: no cover
