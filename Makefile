@@ -51,7 +51,14 @@ test-unit: venv ## Run the unit tests only (no cluster)
 test-integration: deps venv tools ## Run the integration tests only
 	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: deps venv tools ## Run the benchmarks (results land in benchmarks/*/results.md)
-	@$(PY) -m benchmarks $(BENCH_ARGS)
+bench: deps venv tools ## Run every benchmark with its baseline (about 45 minutes; results in benchmarks/*/results.md)
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[bench]'
+	$(PY) benchmarks/ledger/bench.py
+	$(PY) benchmarks/metering/bench.py
+	$(PY) benchmarks/images/bench.py
+	$(PY) benchmarks/identity/bench.py
+	$(PY) benchmarks/baremetal/bench.py
+	$(PY) benchmarks/compute/bench.py --count 300
+	$(PY) -m benchmarks.consolidation
 
 .PHONY: help venv deps tools crds lock run down status test test-unit test-integration bench
