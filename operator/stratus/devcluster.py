@@ -191,6 +191,11 @@ def up(name: str, nodes: int = 3, shape: HypervisorShape = HypervisorShape(), bu
             # stand-in CRDs they act on can be installed first; kwok watches them.
             "--enable-crds", "Stage",
             "--extra-args", "kube-apiserver=bind-address=127.0.0.1",
+            # kwok plays the kubelet only for Nodes annotated kwok.x-k8s.io/node=fake
+            # (the simulated hypervisors), so a Node without it (a powered-off bare-metal
+            # host) stays NotReady as a real one would.
+            "--extra-args", "kwok-controller=manage-all-nodes=false",
+            "--extra-args", "kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--kubeconfig", str(WORKDIR / f"{name}.kubeconfig"),
             "--etcd-binary", tool("etcd"),
             "--kube-apiserver-binary", tool("kube-apiserver"),
