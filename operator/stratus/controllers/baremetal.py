@@ -529,9 +529,11 @@ def sync_node(body: dict, node: BareMetalNode, s: bm.Status, power: bm.Power | N
         on = power == bm.Power.ON
         if existing is None and not on:
             return ""
-        if not on and existing is not None and (existing.metadata.annotations or {}).get(KWOK_ANNOTATION):
-            # kwok keeps heartbeating a Node it manages until the Node goes away: delete
-            # it and register it again unmanaged, so that NotReady sticks.
+        managed = existing is not None and bool((existing.metadata.annotations or {}).get(KWOK_ANNOTATION))
+        if existing is not None and managed != on:
+            # kwok decides whether it plays a Node's kubelet when the Node appears: delete
+            # it and register it again, managed while the machine is on (Ready) and
+            # unmanaged while it is off (NotReady sticks).
             core.delete_node(name)
         kube.apply(_kwok_node(name, name, on), "nodes")
         if not on:
