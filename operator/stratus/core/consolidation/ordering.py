@@ -8,10 +8,13 @@ Decisions:
   if it meets no member of its anti-affinity groups among the target's
   residents or the wave's other arrivals. Any order inside a wave, and any
   concurrency, is therefore safe.
-- The planner's own plans only move VMs from hosts being released to hosts
-  staying on, so they always come out as a single wave. The general case
-  (swaps, chains, cycles) exists for callers that bring their own target
-  placement, such as the benchmark baselines that repack from scratch.
+- Plans that only move VMs from hosts being released to hosts staying on
+  come out as a single wave. Reshaping plans (``packing``) move VMs between
+  kept hosts too, always towards hosts later in the fill order, so they form
+  chains but no cycle and come out as a few waves. The general case (swaps,
+  cycles) exists for callers that bring their own target placement, such as
+  the benchmark baselines that repack from scratch, and for moves composed
+  from several planning rounds.
 - A deadlock (every remaining move waits for another) is broken by a detour:
   one blocked VM goes to a third host with room now and continues to its
   target later. That costs one extra migration per detour and is reported by

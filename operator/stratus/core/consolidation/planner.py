@@ -9,31 +9,46 @@ Decisions:
   If the chosen scale-up finds nothing to do (a pending VM fits nowhere),
   scale-down still gets its turn, so one impossible VM cannot stall
   consolidation.
-- Scale-down only moves VMs off the hosts it releases and only onto hosts that
-  stay on. Every migration then frees room on a host that is going away and
-  fills a host that only ever grows, so the plan is safe in any order (one
-  wave) and its migrations are exactly the VMs of the released hosts.
-  Which hosts to release: hosts are ranked for keeping (pinned hosts first:
-  must-stay-on, cordoned, or running a non-migratable VM; then the rest), and
-  the planner looks for the shortest prefix of the ranking whose free room
-  takes the VMs of all other hosts (``packing.fill``), starting from the
-  prefix whose capacity just covers the demand, doubling, then bisecting.
-  A post-pass then tries to empty a few more of the kept hosts one by one.
-  Rankings tried: by VMs hosted (most kept, so releases cost the fewest
-  migrations) and by memory hosted (fewest MiB moved); with mixed host shapes
-  also a shape-balanced ranking (every prefix's capacity points the way
-  demand does), one by capacity and one by load fraction. The winner powers
-  off the most hosts, then needs the fewest migrations, then the fewest MiB.
-  Migrations are counted before MiB because every live migration carries a
-  fixed cost (set-up, the switch-over pause, a window of reduced redundancy)
-  that dominates for the small VMs most fleets are made of; memory, the
-  VM's migration cost, breaks ties.
+- Scale-down first only moves VMs off the hosts it releases and only onto
+  hosts that stay on. Every migration then frees room on a host that is going
+  away and fills a host that only ever grows, so the plan is safe in any
+  order (one wave) and its migrations are exactly the VMs of the released
+  hosts. Which hosts to release: hosts are ranked for keeping (pinned hosts
+  first: must-stay-on, cordoned, or running a non-migratable VM; then the
+  rest), and the planner looks for the shortest prefix of the ranking whose
+  free room takes the VMs of all other hosts (``packing.fill``), starting
+  from the prefix whose capacity just covers the demand, doubling, then
+  bisecting. A post-pass then tries to empty a few more of the kept hosts one
+  by one. Rankings tried: by VMs hosted (most kept, so releases cost the
+  fewest migrations) and by memory hosted (fewest MiB moved), each packed
+  both by alignment and by dot product (``packing``: alignment wins on host
+  count, the dot product sometimes on migrations with one host shape).
+- Reshaping. When that keeps more hosts than the capacity floor, a second
+  search lets the kept hosts hand on VMs of the wrong shape as well
+  (``packing``, ``movable``): with mixed host shapes the VMs already on a
+  kept host often leave it room of a shape nothing fits (a CPU-rich host
+  whose free room is all memory). The ranking here is shape-balanced (every
+  prefix's capacity points the way demand does). These plans move some VMs
+  between kept hosts, in more than one wave; the packing sends VMs only to
+  hosts later in its fill order, so the moves have no cycle and order
+  without detours.
+- The winner powers off the most hosts, then needs the fewest migrations,
+  then the fewest MiB. Migrations are counted before MiB because every live
+  migration carries a fixed cost (set-up, the switch-over pause, a window of
+  reduced redundancy) that dominates for the small VMs most fleets are made
+  of; memory, the VM's migration cost, breaks ties. Host count comes first
+  because that is what the cycle is for; the reshaping packer's keep rule
+  (``keep_slack``) bounds what an extra host may cost in migrations.
   Scale-down never leaves utilisation above the high watermark, so it cannot
   trigger the next cycle's scale-up.
 - Migration budget. If the best plan needs more migrations than
   ``max_migrations``, hosts are released in order of fewest VMs (most hosts
   freed per migration) and the longest feasible run that fits the budget is
-  taken. The plan says ``truncated``; the next cycle continues from there.
+  taken (without reshaping). The plan says ``truncated``; the next cycle
+  continues from there. A plan that spent part of its budget on an earlier
+  round (placing pending VMs, say) and could release nothing more with the
+  rest is truncated too; one that cannot release a host even with the whole
+  budget is not (the next cycle could do no better).
 - Scale-up places pending VMs on serving hosts first (best fit: least room
   left over), then powers on standby hosts: the smallest one that takes all
   remaining VMs, otherwise the one that takes the most, repeatedly. VMs that
@@ -46,7 +61,9 @@ Decisions:
   budget is spent), and returns the composition of those steps from the
   original state. The state the plan leads to is therefore one on which the
   same planner returns an empty plan. Composition also cancels a VM moved
-  twice into one move.
+  twice into one move. Moves composed from several reshaping rounds may form
+  a cycle that no single round had; ordering then breaks it with a detour
+  (one extra migration, counted in the figures).
 - Tiny clusters additionally get an exact search (``exact``) in which any VM
   may move anywhere; its plan is used when it is better and can be ordered
   safely without detours.
@@ -103,6 +120,8 @@ def plan(
         if first_mode is None:
             first_mode, first_reason = chosen, reason
         if step.empty:
+            # A step the budget emptied still leaves work for the next cycle.
+            truncated = truncated or step.truncated
             break
         for i in step.power_on:
             serving[i] = True
@@ -174,31 +193,30 @@ def _scale_down(world: World, budget: int | None) -> _Step:
     def capacity(i: int) -> float:
         return cap_c[i] / ref_c + cap_m[i] / ref_m
 
-    def fraction(i: int) -> float:
-        return max(world.load_c[i] / (cap_c[i] or 1), load_m[i] / (cap_m[i] or 1))
-
-    orders = [
-        sorted(cands, key=lambda i: (-load_m[i], -capacity(i), i)),
-        sorted(cands, key=lambda i: (-len(host_vms[i]), -load_m[i], -capacity(i), i)),
-    ]
+    by_count = sorted(cands, key=lambda i: (-len(host_vms[i]), -load_m[i], -capacity(i), i))
+    orders = [sorted(cands, key=lambda i: (-load_m[i], -capacity(i), i)), by_count]
+    # The ranking a reshaping search uses: with mixed shapes, the balanced one.
+    reshape_order = by_count
     if len({(cap_c[i], cap_m[i]) for i in cands}) > 1:
-        orders.append(_balanced_order(world, fixed, cands))
-        orders.append(sorted(cands, key=lambda i: (-capacity(i), -load_m[i], i)))
-        orders.append(sorted(cands, key=lambda i: (-fraction(i), -capacity(i), i)))
+        reshape_order = _balanced_order(world, fixed, cands)
     best: tuple | None = None
     for order in orders:
-        found = _search_prefix(world, fixed, order)
-        if found is not None:
-            found = _release_more(world, fixed, found)
-            key = (-found[0], found[1], found[2])
-            if best is None or key < best[0]:
-                best = (key, found)
+        for align in (True, False):
+            found = _search_prefix(world, fixed, order, align)
+            if found is not None:
+                found = _release_more(world, fixed, found, align)
+                key = (-found[0], found[1], found[2])
+                if best is None or key < best[0]:
+                    best = (key, found)
     result = None if best is None else best[1]
+    reshaped = _search_reshape(world, fixed, reshape_order, result)
+    if reshaped is not None:
+        if result is None or (-reshaped[0], reshaped[1], reshaped[2]) < (-result[0], result[1], result[2]):
+            result = reshaped
     truncated = False
     if budget is not None and result is not None and result[1] > budget:
         truncated = True
-        order = sorted(cands, key=lambda i: (-len(host_vms[i]), -load_m[i], -capacity(i), i))
-        result = _search_budget(world, fixed, order, budget)
+        result = _search_budget(world, fixed, by_count, budget)
     if small_enough(world):
         exact = exact_scale_down(world, budget)
         if exact is not None:
@@ -212,7 +230,11 @@ def _scale_down(world: World, budget: int | None) -> _Step:
                 else:
                     return _Step(moves=moves, power_off=off)
     if result is None:
-        return _Step()
+        # The budget blocked every release. That is work for the next cycle
+        # only if part of the budget went to an earlier round of this plan;
+        # with the whole budget in hand the next cycle could do no better.
+        spent = budget is not None and budget < (world.constraints.max_migrations or 0)
+        return _Step(truncated=truncated and spent)
     moves, off = result[3], result[4]
     return _Step(moves=moves, power_off=off, truncated=truncated)
 
@@ -266,16 +288,20 @@ def _bins_with(world: World, kept: list[int], load_c: list[int], load_m: list[in
     return sorted(kept, key=lambda i: ((cap_c[i] - load_c[i]) / (cap_c[i] or 1) + (cap_m[i] - load_m[i]) / (cap_m[i] or 1), i))
 
 
-def _evaluate(world: World, fixed: list[int], order: list[int], m: int):
+def _evaluate(world: World, fixed: list[int], order: list[int], m: int, reshape: bool = False,
+              align: bool = True):
     """Keep ``fixed`` and ``order[:m]``, release the rest. Returns
-    (powered off, migrations, MiB moved, moves, hosts to power off, kept) or None."""
+    (powered off, migrations, MiB moved, moves, hosts to power off, kept) or None.
+    With ``reshape`` the kept hosts of ``order`` may also hand VMs on
+    (``packing``); pinned hosts never do."""
     kept = fixed + order[:m]
     released = order[m:]
     reserve = _reserve_needed(world, kept)
     if len(released) <= reserve:
         return None
     pool = [j for i in released for j in world.host_vms[i]]
-    moves = fill(world, _bins(world, kept), pool)
+    movable = set(order[:m]) if reshape else None
+    moves = fill(world, _bins(world, kept), pool, movable=movable, align=align)
     if moves is None:
         return None
     found = _outcome(world, kept, released, moves)
@@ -299,7 +325,8 @@ def _outcome(world: World, kept: list[int], released: list[int], moves: dict[int
     return len(off), len(moves), cost, moves, off, kept
 
 
-def _release_more(world: World, fixed: list[int], found, attempts: int = 48, patience: int = 12):
+def _release_more(world: World, fixed: list[int], found, align: bool = True, attempts: int = 48,
+                  patience: int = 12):
     """After the prefix search: try to empty a few more of the kept hosts,
     one at a time, into the room the others still have.
 
@@ -312,6 +339,11 @@ def _release_more(world: World, fixed: list[int], found, attempts: int = 48, pat
     """
     _, _, _, moves, off, kept = found
     if world.constraints.min_free_hosts:
+        return found
+    kept_set = set(kept)
+    if any(world.vm_host[j] in kept_set for j in moves):
+        # A reshaped packing: its moves are ordered by the fill order, which
+        # emptying further hosts would no longer respect.
         return found
     load_c = list(world.load_c)
     load_m = list(world.load_m)
@@ -356,7 +388,7 @@ def _release_more(world: World, fixed: list[int], found, attempts: int = 48, pat
             continue
         kept_set.discard(h)
         bins = _bins_with(world, [i for i in kept if i in kept_set], load_c, load_m)
-        got = fill(world, bins, on[h], load_c, load_m, groups)
+        got = fill(world, bins, on[h], load_c, load_m, groups, align=align)
         if got is None:
             kept_set.add(h)
             misses += 1
@@ -397,7 +429,7 @@ def _watermark_floor(world: World, fixed: list[int], order: list[int]) -> int:
     return m
 
 
-def _search_prefix(world: World, fixed: list[int], order: list[int]):
+def _search_prefix(world: World, fixed: list[int], order: list[int], align: bool = True):
     lo = _watermark_floor(world, fixed, order)
     n = len(order)
     if lo >= n:
@@ -408,7 +440,7 @@ def _search_prefix(world: World, fixed: list[int], order: list[int]):
     m = lo
     found = None
     while m < n:
-        found = _evaluate(world, fixed, order, m)
+        found = _evaluate(world, fixed, order, m, align=align)
         if found is not None:
             break
         fail = m
@@ -420,12 +452,121 @@ def _search_prefix(world: World, fixed: list[int], order: list[int]):
     hi, best = m, found
     while hi - fail > 1:
         mid = (fail + hi) // 2
-        got = _evaluate(world, fixed, order, mid)
+        got = _evaluate(world, fixed, order, mid, align=align)
         if got is not None:
             hi, best = mid, got
         else:
             fail = mid
     return best
+
+
+def _search_reshape(world: World, fixed: list[int], order: list[int], found):
+    """Fewer hosts by letting kept hosts hand on VMs of the wrong shape.
+
+    Runs only when the packing without that (``found``) keeps more hosts than
+    the capacity floor. Bisects the prefix length between the floor and one
+    host fewer than ``found`` keeps; the caller compares the outcome (more
+    hosts off wins, then fewer migrations).
+    """
+    lo = _watermark_floor(world, fixed, order)
+    hi = len(order) if found is None else len(found[5]) - len(fixed)
+    if lo >= hi:
+        return None
+    best = _evaluate(world, fixed, order, hi - 1, reshape=True)
+    if best is None:
+        return None
+    fail, ok = lo - 1, hi - 1
+    while ok - fail > 1:
+        mid = (fail + ok) // 2
+        got = _evaluate(world, fixed, order, mid, reshape=True)
+        if got is not None:
+            ok, best = mid, got
+        else:
+            fail = mid
+    return _trim(world, best)
+
+
+def _trim(world: World, found):
+    """Drop the moves a reshaped packing did not need.
+
+    The packer decides host by host, so it may send a VM away from a kept
+    host that, once everything has landed, still has room for it; or send a
+    VM away and bring in another of the same shape. Here such a VM stays
+    (the incoming one of its shape goes where it would have gone), if that
+    breaks no anti-affinity group. Each change removes a move and adds no
+    dependency between hosts, so the moves still order without cycles.
+    """
+    n_off, _, _, moves, off, kept = found
+    kept_set = set(kept)
+    vm_host, vm_c, vm_m, vm_groups, vm_shape = world.vm_host, world.vm_c, world.vm_m, world.vm_groups, world.vm_shape
+    cap_c, cap_m = world.cap_c, world.cap_m
+    load_c = list(world.load_c)
+    load_m = list(world.load_m)
+    groups: dict[int, dict[int, int]] = {}
+
+    def groups_on(h: int) -> dict[int, int]:
+        d = groups.get(h)
+        if d is None:
+            d = groups[h] = dict(world.host_groups[h] or {})
+        return d
+
+    def shift(j: int, src: int, dst: int) -> None:
+        load_c[src] -= vm_c[j]
+        load_m[src] -= vm_m[j]
+        load_c[dst] += vm_c[j]
+        load_m[dst] += vm_m[j]
+        for g in vm_groups[j]:
+            groups_on(src)[g] -= 1
+            d = groups_on(dst)
+            d[g] = d.get(g, 0) + 1
+
+    def clash(j: int, h: int, leaving: int = -1) -> bool:
+        gs = vm_groups[j]
+        if not gs:
+            return False
+        d = groups_on(h)
+        gone = vm_groups[leaving] if leaving >= 0 else ()
+        return any(d.get(g, 0) - (1 if g in gone else 0) > 0 for g in gs)
+
+    moves = dict(moves)
+    for j, t in moves.items():
+        shift(j, vm_host[j], t)
+    evicted = sorted(j for j in moves if vm_host[j] in kept_set)
+    if not evicted:
+        return found
+    # A VM whose kept host still has room for it stays.
+    for j in evicted:
+        a, t = vm_host[j], moves[j]
+        if (load_c[a] + vm_c[j] <= cap_c[a] and load_m[a] + vm_m[j] <= cap_m[a]
+                and not clash(j, a)):
+            shift(j, t, a)
+            del moves[j]
+    # A VM sent away while another of its shape came in: it stays, and the
+    # other goes where it was going.
+    into: dict[tuple[int, int], list[int]] = {}
+    for k in sorted(moves):
+        into.setdefault((moves[k], vm_shape[k]), []).append(k)
+    for j in evicted:
+        if j not in moves:
+            continue
+        a, t = vm_host[j], moves[j]
+        waiting = into.get((a, vm_shape[j]))
+        if not waiting:
+            continue
+        for idx, k in enumerate(waiting):
+            if moves.get(k) != a or clash(k, t, leaving=j) or clash(j, a, leaving=k):
+                continue
+            shift(j, t, a)
+            shift(k, a, t)
+            del moves[j]
+            if vm_host[k] == t:
+                del moves[k]
+            else:
+                moves[k] = t
+                into.setdefault((t, vm_shape[k]), []).append(k)
+            del waiting[idx]
+            break
+    return n_off, len(moves), sum(vm_m[j] for j in moves), moves, off, kept
 
 
 def _search_budget(world: World, fixed: list[int], order: list[int], budget: int):
@@ -612,9 +753,16 @@ def _compose(w0: World, wf: World, mode: Mode, reason: str, truncated: bool) -> 
     start = World(w0.hosts, w0.vms, w0.constraints, serving, w0.vm_host)
     try:
         waves = order_moves(start, moves, allow_detours=False)
-    except Unorderable:  # pragma: no cover - the planner's own moves always order
-        empty = _figures(w0, w0, [], [], [])
-        return Plan(Mode.HOLD, "Unorderable", "the planned moves could not be ordered safely; holding", (), (), empty)
+    except Unorderable:
+        # Each round's moves order on their own; moves composed from several
+        # rounds of reshaping can form a cycle, which a detour breaks.
+        try:
+            waves = order_moves(start, moves, allow_detours=True)
+        except Unorderable:
+            empty = _figures(w0, w0, [], [], [])
+            return Plan(Mode.HOLD, "Unorderable", "the planned moves could not be ordered safely; holding",
+                        (), (), empty)
+        moves = [mv for group in waves for mv in group]
     hosts, vms = w0.hosts, w0.vms
     steps: list[Step] = []
     wave = 0

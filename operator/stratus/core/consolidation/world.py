@@ -25,7 +25,7 @@ class World:
     __slots__ = (
         "hosts", "vms", "constraints", "host_index", "cap_c", "cap_m", "serving", "wakeable", "cordoned",
         "must_stay_on", "vm_c", "vm_m", "vm_host", "vm_migratable", "vm_groups", "load_c", "load_m",
-        "host_vms", "host_groups", "pinned", "group_names",
+        "host_vms", "host_groups", "pinned", "group_names", "vm_shape", "shape_c", "shape_m",
     )
 
     def __init__(
@@ -56,6 +56,11 @@ class World:
         self.vm_c = [v.cpu_millicores for v in vms]
         self.vm_m = [v.memory_mib for v in vms]
         self.vm_migratable = [v.migratable for v in vms]
+        # Distinct request shapes (flavours make them few), for the packer.
+        shapes: dict[tuple[int, int], int] = {}
+        self.vm_shape = [shapes.setdefault(cm, len(shapes)) for cm in zip(self.vm_c, self.vm_m)]
+        self.shape_c = [c for c, _ in shapes]
+        self.shape_m = [m for _, m in shapes]
         if vm_host is None:
             index = self.host_index
             vm_host = []
