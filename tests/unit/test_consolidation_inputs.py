@@ -267,3 +267,16 @@ def test_vms_on_host_sees_vmis_and_launcher_pods():
     pods = [launcher("d", "h1"), {**launcher("e", "h1"), "status": {"phase": "Succeeded"}}]
     assert ci.vms_on_host(vmis, pods, "h1") == ["ns/a", "ns/d"]
     assert ci.vms_on_host(vmis, pods, "h3") == []
+
+
+def test_a_reshaping_plan_cordons_only_the_hosts_it_empties():
+    from stratus.controllers.consolidation import hosts_to_cordon
+
+    actions = [
+        {"type": "Migrate", "vm": "v1", "source": "kept-a", "host": "kept-b"},  # kept-a hands a VM on...
+        {"type": "Migrate", "vm": "v2", "source": "gone", "host": "kept-a"},    # ...and takes one in
+        {"type": "Migrate", "vm": "v3", "source": "spare", "host": "kept-b"},   # emptied, left on as reserve
+        {"type": "PowerOff", "host": "gone"},
+    ]
+    # kept-a must stay schedulable: the migration into it would fail on a cordoned node.
+    assert hosts_to_cordon(actions) == ["gone", "spare"]

@@ -23,8 +23,8 @@ One plan at a time.
 
 Execution (``ConsolidationPlan`` module docstring for the actions).
     Waves run in order; a wave starts when every action before it is done. On the
-    first pass every host the plan empties (sources of migrations, hosts to power off)
-    is cordoned, marked ``stratus.dev/cordoned-by=<plan>``, so the scheduler does not
+    first pass every host the plan empties (hosts to power off, and sources of
+    migrations that receive none; ``hosts_to_cordon``) is cordoned, marked ``stratus.dev/cordoned-by=<plan>``, so the scheduler does not
     refill it. Migrations start within KubeVirt's limits: at most
     ``parallelMigrationsPerCluster`` in flight cluster-wide (counting migrations that
     are not ours) and ``parallelOutboundMigrationsPerNode`` per source host. A
@@ -617,9 +617,7 @@ def _execute(plan: dict, policy_spec: dict, logger) -> float | None:
     st = plan.get("status") or {}
     # Cordon every host the plan empties (once; again after a crash before it was done).
     stopping = bool((plan.get("spec") or {}).get("cancel")) or any(s.get("state") == ActionState.FAILED.value for s in p.statuses)
-    emptied = sorted({a["source"] for a in p.actions if a["type"] == "Migrate"} |
-                     {a["host"] for a in p.actions if a["type"] == "PowerOff"})
-    for host in emptied if not stopping else ():
+    for host in hosts_to_cordon(p.actions) if not stopping else ():
         node = p.nodes.get(host)
         if node is not None and ((node.get("metadata") or {}).get("annotations") or {}).get(ci.CORDONED_BY) != name:
             cordon(host, name)
@@ -692,6 +690,15 @@ def _execute(plan: dict, policy_spec: dict, logger) -> float | None:
 def _source_of(p: _Pass, mig: dict) -> str:
     vm = ci.vm_key(mig["metadata"]["namespace"], (mig.get("spec") or {}).get("vmiName", ""))
     return ((p.vmis.get(vm) or {}).get("status") or {}).get("nodeName", "")
+
+
+def hosts_to_cordon(actions: list[dict]) -> list[str]:
+    """The hosts a plan empties: those it powers off, and migration sources that
+    receive no VM (a reserve host left on empty). A host that hands VMs on and
+    takes others in (a reshaping plan) stays schedulable: its arrivals need it."""
+    targets = {a["host"] for a in actions if a["type"] == "Migrate"}
+    sources = {a["source"] for a in actions if a["type"] == "Migrate"}
+    return sorted((sources - targets) | {a["host"] for a in actions if a["type"] == "PowerOff"})
 
 
 def _release_cordons(p: _Pass) -> list[str]:
