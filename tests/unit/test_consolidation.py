@@ -20,6 +20,7 @@ from stratus.core.consolidation import (
     plan,
 )
 from stratus.core.consolidation.ordering import Move, order_moves
+from stratus.core.consolidation.packing import fill
 from stratus.core.consolidation.world import World
 
 GIB = 1024
@@ -222,6 +223,32 @@ def test_scale_down_plan_is_one_safe_wave():
     waves = {s.wave for s in p.migrations}
     assert len(waves) == 1
     assert all(s.wave > p.migrations[0].wave for s in p.steps if s.action is Action.POWER_OFF)
+
+
+def test_reshaping_moves_a_vm_between_kept_hosts_so_a_host_comes_off():
+    """No host can be emptied into the room the other two have left; moving
+    one VM from the memory-rich host to the middle one first makes room there
+    for the small host's VMs (found by a seeded search over small clusters)."""
+    hosts = [host("small", 16, 32), host("rich", 16, 128), host("middle", 16, 64)]
+    placed = {"small": [(1, 12), (2, 8), (1, 2), (2, 8)],
+              "rich": [(4, 48), (2, 4), (1, 2), (4, 32), (2, 4)],
+              "middle": [(1, 8), (4, 48)]}
+    vms = [vm(f"{h}-{k}", c, g, h) for h, sizes in placed.items() for k, (c, g) in enumerate(sizes)]
+    c = Constraints(**DOWN)
+    world = World(hosts, vms, c)
+    for i in range(3):  # the premise: without reshaping nothing comes off
+        kept = [k for k in range(3) if k != i]
+        assert fill(world, kept, world.host_vms[i]) is None
+
+    p = plan(hosts, vms, c)
+    assert check_plan(hosts, vms, c, p) == []
+    assert p.power_off == ("small",)
+    kept_moves = [s for s in p.migrations if s.source != "small"]
+    assert [(s.source, s.host) for s in kept_moves] == [("rich", "middle")]
+    # Not all of it fits on the rich host before that VM has left: a later wave.
+    assert max(s.wave for s in p.migrations if s.host == "rich") > kept_moves[0].wave
+    hosts2, vms2 = apply_plan(hosts, vms, p)
+    assert plan(hosts2, vms2, c).is_empty
 
 
 ORDER_CASES = {
