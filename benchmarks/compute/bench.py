@@ -74,9 +74,24 @@ class Cluster:
         self.polls += 1
         return json.loads(self.kubectl("get", resource, "-n", namespace, "-o", "json"))["items"]
 
-    def requests_total(self) -> float:
+    def requests(self) -> dict[str, float]:
+        """kube-apiserver's apiserver_request_total by "VERB resource[/subresource]"."""
         text = self.kubectl("get", "--raw", "/metrics")
-        return sum(float(m.group(1)) for m in re.finditer(r"^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+        out: dict[str, float] = {}
+        for m in re.finditer(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            key = f"{labels.get('verb', '?')} {labels.get('resource') or '(non-resource)'}"
+            if labels.get("subresource"):
+                key += "/" + labels["subresource"]
+            out[key] = out.get(key, 0.0) + float(m.group(2))
+        return out
+
+    def requests_total(self) -> float:
+        return sum(self.requests().values())
+
+
+def added(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -189,15 +204,18 @@ def main() -> None:
     try:
         # Baseline: VMs and PVCs straight from kubectl, no operator running.
         docs = baseline_docs("bench-baseline", n)
-        r0 = cluster.requests_total()
+        by0 = cluster.requests()
+        r0 = sum(by0.values())
         polls0 = cluster.polls
         t0 = time.monotonic()
         cluster.apply(docs)
         seen = wait_all(cluster, "virtualmachineinstances", "bench-baseline", {f"b-{i:04d}" for i in range(n)}, vmi_done, t0,
                         args.timeout)
+        by1 = cluster.requests()
         results["baseline"] = {"done": len(seen), "wall": max(seen.values(), default=float("nan")),
                                "p50": percentile(list(seen.values()), 0.5), "p99": percentile(list(seen.values()), 0.99),
-                               "requests": cluster.requests_total() - r0 - (cluster.polls - polls0) - 1}
+                               "requests": sum(by1.values()) - r0 - (cluster.polls - polls0) - 1,
+                               "by": _own_polls_out(added(by1, by0), "virtualmachineinstances", cluster.polls - polls0)}
         cluster.kubectl("delete", "namespace", "bench-baseline", "--wait=false")
         # Stratus: Servers and Volumes, the operator running for real.
         env = {**os.environ, "KUBECONFIG": kubeconfig, "STRATUS_METRICS_PORT": "0"}
@@ -205,16 +223,19 @@ def main() -> None:
                               stdin=subprocess.DEVNULL, start_new_session=True)
         time.sleep(8)  # startup: CRD discovery, peering, resume of nothing
         cpu0, _ = proc_stats(op.pid)
-        r0 = cluster.requests_total()
+        by0 = cluster.requests()
+        r0 = sum(by0.values())
         polls0 = cluster.polls
         t0 = time.monotonic()
         cluster.apply(server_docs("bench-servers", n))
         seen = wait_all(cluster, "servers.stratus.dev", "bench-servers", {f"s-{i:04d}" for i in range(n)}, server_done, t0,
                         args.timeout)
         cpu1, hwm = proc_stats(op.pid)
+        by1 = cluster.requests()
         results["stratus"] = {"done": len(seen), "wall": max(seen.values(), default=float("nan")),
                               "p50": percentile(list(seen.values()), 0.5), "p99": percentile(list(seen.values()), 0.99),
-                              "requests": cluster.requests_total() - r0 - (cluster.polls - polls0) - 1,
+                              "requests": sum(by1.values()) - r0 - (cluster.polls - polls0) - 1,
+                              "by": _own_polls_out(added(by1, by0), "servers", cluster.polls - polls0),
                               "cpu": cpu1 - cpu0, "peak_rss": hwm}
     finally:
         if op and op.poll() is None:
@@ -226,6 +247,14 @@ def main() -> None:
         if not args.keep:
             devcluster.down(args.cluster)
     write(results)
+
+
+def _own_polls_out(by: dict[str, float], resource: str, polls: int) -> dict[str, float]:
+    """Without this script's polling LISTs and its one scrape of /metrics."""
+    by = dict(by)
+    by[f"LIST {resource}"] = by.get(f"LIST {resource}", 0.0) - polls
+    by["GET (non-resource)"] = by.get("GET (non-resource)", 0.0) - 1
+    return {k: v for k, v in by.items() if v > 0}
 
 
 def write(r: dict) -> None:
@@ -245,7 +274,17 @@ def write(r: dict) -> None:
         "",
         "API requests include the simulated KubeVirt/CSI (kwok) work, the same in both columns, "
         "and exclude this script's polling.",
+        "",
+        "Where the requests go (per object pair, the 15 largest differences):",
+        "",
+        "| request | baseline | Stratus | added |",
+        "|---|---:|---:|---:|",
     ]
+    keys = set(b.get("by", {})) | set(s.get("by", {}))
+    diff = {k: s.get("by", {}).get(k, 0.0) - b.get("by", {}).get(k, 0.0) for k in keys}
+    for k in sorted(keys, key=lambda k: -abs(diff[k]))[:15]:
+        lines.append(f"| {k} | {b.get('by', {}).get(k, 0.0) / n:.1f} | {s.get('by', {}).get(k, 0.0) / n:.1f} | "
+                     f"{diff[k] / n:+.1f} |")
     text = "\n".join(lines) + "\n"
     (HERE / "results.md").write_text(text)
     sys.stdout.write(text)
