@@ -141,12 +141,27 @@ _locks: dict[tuple[str, str], threading.RLock] = collections.defaultdict(threadi
 _namespace_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 
 
+_waiting: dict[tuple[str, str], int] = {}  # Servers with a refresh waiting for their lock
+_waiting_lock = threading.Lock()
+
+
 def refresh_status(namespace: str, name: str) -> dict:
     """Recompute a Server's status from its children (called on any child event).
 
     Child events arrive concurrently (VM, VMI and Pod); one lock per Server makes each
-    refresh read the status the previous one wrote, so a transition is reported once."""
-    with _locks[(namespace, name)]:
+    refresh read the status the previous one wrote, so a transition is reported once.
+    An event that finds a refresh already waiting for that lock returns at once: the
+    waiting refresh starts after this event's change was stored, so it reads it, and
+    in a burst of events (a batch of Servers starting) each Server is refreshed about
+    twice instead of once per event."""
+    key = (namespace, name)
+    with _waiting_lock:
+        if key in _waiting:
+            return {}
+        _waiting[key] = 1
+    with _locks[key]:
+        with _waiting_lock:
+            del _waiting[key]
         return _refresh_status(namespace, name)
 
 
