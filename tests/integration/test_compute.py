@@ -194,3 +194,45 @@ def test_server_from_image_and_rebuild(kube, operator, namespace):
     wait_for(lambda: kube.get("datavolumes", first["metadata"]["name"], namespace, group="cdi.kubevirt.io", version="v1beta1") is None,
              60, what="the old root disk deleted")
     assert {"Rebuilding", "Rebuilt"} <= {e.reason for e in kube.events_for(namespace, "img", "Server")}
+
+
+IT_GROUP, IT_VERSION, INSTANCETYPES = "instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterinstancetypes"
+
+
+def test_flavor_is_mirrored_as_a_kubevirt_cluster_instancetype(kube, operator):
+    """Where the cluster serves VirtualMachineClusterInstancetype (the stand-in CRD here),
+    each flavor is published as one of the same name; it follows the flavor and goes with it.
+    An instancetype of that name that is not Stratus's is left alone, and the flavor says so."""
+    name = flavor(kube, vcpus=4, ram="8Gi", extraSpecs={"hw:cpu_policy": "dedicated", "hw:mem_page_size": "1GB"})
+    found = wait_for(lambda: kube.get(INSTANCETYPES, name, group=IT_GROUP, version=IT_VERSION), 60,
+                     what=f"instancetype {name} published")
+    assert found["spec"]["cpu"] == {"guest": 4, "dedicatedCPUPlacement": True}
+    assert found["spec"]["memory"] == {"guest": "8Gi", "hugepages": {"pageSize": "1Gi"}}
+    status = wait_for(lambda: (kube.get("flavors", name).get("status") or {}).get("instancetype") and
+                      kube.get("flavors", name)["status"], 60, what="flavor status names its instancetype")
+    assert status["instancetype"] == name and name in kube.condition(kube.get("flavors", name))["message"]
+
+    kube.patch("flavors", name, {"spec": {"ram": "16Gi"}})
+    wait_for(lambda: kube.get(INSTANCETYPES, name, group=IT_GROUP, version=IT_VERSION)["spec"]["memory"]["guest"] == "16Gi",
+             60, what="instancetype follows the flavor's memory")
+
+    kube.delete("flavors", name)
+    wait_for(lambda: kube.get(INSTANCETYPES, name, group=IT_GROUP, version=IT_VERSION) is None, 60,
+             what="instancetype deleted with its flavor (owner reference, garbage collector)")
+
+    # Someone else's instancetype of the same name (KubeVirt's common ones, say) is not taken over.
+    foreign = f"f-{uuid.uuid4().hex[:8]}"
+    kube.custom.create_cluster_custom_object(IT_GROUP, IT_VERSION, INSTANCETYPES, {
+        "apiVersion": f"{IT_GROUP}/{IT_VERSION}", "kind": "VirtualMachineClusterInstancetype",
+        "metadata": {"name": foreign}, "spec": {"cpu": {"guest": 1}, "memory": {"guest": "1Gi"}}})
+    try:
+        kube.create("flavors", {"kind": "Flavor", "metadata": {"name": foreign}, "spec": {"vcpus": 2, "ram": "2Gi"}})
+        cond = wait_for(lambda: (kube.get("flavors", foreign).get("status") or {}).get("phase") == "Available" and
+                        kube.condition(kube.get("flavors", foreign)), 60, what="flavor available")
+        assert "not published as a KubeVirt instancetype" in cond["message"] and "rename the flavor" in cond["message"]
+        assert kube.get("flavors", foreign)["status"].get("instancetype", "") == ""
+        untouched = kube.get(INSTANCETYPES, foreign, group=IT_GROUP, version=IT_VERSION)
+        assert untouched["spec"]["cpu"] == {"guest": 1} and not untouched["metadata"].get("ownerReferences")
+    finally:
+        kube.delete("flavors", foreign)
+        kube.delete(INSTANCETYPES, foreign, group=IT_GROUP, version=IT_VERSION)

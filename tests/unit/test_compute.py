@@ -230,3 +230,23 @@ def test_flavor_extra_specs_reach_the_vm():
     flavor = FlavorSize.from_spec({"vcpus": 4, "ram": "8Gi", "extraSpecs": {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}})
     domain = template(compute.server_to_virtual_machine(server(containerDisk="a/b:1"), flavor))["domain"]
     assert domain["cpu"]["dedicatedCpuPlacement"] is True and domain["memory"]["hugepages"] == {"pageSize": "2Mi"}
+
+
+def test_flavor_to_instancetype_carries_size_and_what_extra_specs_can_say():
+    flavor = {"apiVersion": "stratus.dev/v1alpha1", "kind": "Flavor",
+              "metadata": {"name": "g1.large", "uid": "u-1"},
+              "spec": {"vcpus": 8, "ram": "32Gi", "extraSpecs": {
+                  "hw:cpu_policy": "dedicated", "hw:mem_page_size": "large", "stratus:gpu": "nvidia.com/A10:2",
+                  "hw:cpu_sockets": "2"}}}
+    it = compute.flavor_to_instancetype(flavor)
+    assert it["kind"] == "VirtualMachineClusterInstancetype" and it["apiVersion"] == "instancetype.kubevirt.io/v1beta1"
+    assert it["metadata"]["name"] == "g1.large"
+    assert it["metadata"]["labels"] == {"stratus.dev/flavor": "g1.large"}
+    assert it["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert it["spec"] == {
+        "cpu": {"guest": 8, "dedicatedCPUPlacement": True},
+        "memory": {"guest": "32Gi", "hugepages": {"pageSize": "2Mi"}},
+        "gpus": [{"name": "gpu1", "deviceName": "nvidia.com/A10"}, {"name": "gpu2", "deviceName": "nvidia.com/A10"}],
+    }
+    plain = compute.flavor_to_instancetype({**flavor, "spec": {"vcpus": 1, "ram": "512Mi"}})
+    assert plain["spec"] == {"cpu": {"guest": 1}, "memory": {"guest": "512Mi"}}

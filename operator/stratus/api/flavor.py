@@ -51,6 +51,10 @@ class FlavorSpec(BaseModel):
 class FlavorStatus(StatusBase):
     """phase: Available (the flavor can be used) or Invalid."""
 
+    instancetype: str = Field(
+        "", description="The KubeVirt VirtualMachineClusterInstancetype that mirrors this flavor, when the cluster "
+        "serves that kind (same name); empty otherwise, or when an instancetype of that name belongs to someone else.")
+
 
 class Flavor(
     CustomResource,

@@ -25,6 +25,9 @@ from .quantity import format_bytes, parse_bytes
 
 SERVER_LABEL = f"{LABEL_PREFIX}/server"
 KUBEVIRT_API = "kubevirt.io/v1"
+INSTANCETYPE_API = "instancetype.kubevirt.io/v1beta1"
+#: On a VirtualMachineClusterInstancetype: the Flavor it mirrors.
+FLAVOR_LABEL = f"{LABEL_PREFIX}/flavor"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,35 @@ def extra_specs_to_domain(extra_specs: dict[str, str] | tuple, vcpus: int) -> tu
     if gpus:
         out["devices"]["gpus"] = gpus
     return out, errors
+
+
+def flavor_to_instancetype(flavor: dict) -> dict:
+    """The KubeVirt VirtualMachineClusterInstancetype that mirrors a Flavor: the same
+    name, its vCPUs and memory, and what its extra specs ask for that an instancetype
+    can say (dedicated CPUs, huge pages, GPUs). Pure.
+
+    Decision: the flavor's own VMs keep their explicit domain sizing (the Server
+    controller's quota and the consolidation inputs read it there); the instancetype
+    is published so that KubeVirt-native tools (``virtctl create vm --instancetype``)
+    and users of plain VirtualMachines see the cloud's sizes under the same names."""
+    size = FlavorSize.from_spec(flavor["spec"])
+    tuned, _ = extra_specs_to_domain(size.extra_specs, size.vcpus)
+    cpu: dict = {"guest": size.vcpus}
+    if tuned["cpu"].get("dedicatedCpuPlacement"):
+        cpu["dedicatedCPUPlacement"] = True
+    memory: dict = {"guest": format_bytes(size.ram_bytes)}
+    if tuned["memory"].get("hugepages"):
+        memory["hugepages"] = tuned["memory"]["hugepages"]
+    spec: dict = {"cpu": cpu, "memory": memory}
+    if tuned["devices"].get("gpus"):
+        spec["gpus"] = tuned["devices"]["gpus"]
+    name = flavor["metadata"]["name"]
+    return {
+        "apiVersion": INSTANCETYPE_API,
+        "kind": "VirtualMachineClusterInstancetype",
+        "metadata": {"name": name, "labels": {FLAVOR_LABEL: name}, "ownerReferences": [owner_reference(flavor)]},
+        "spec": spec,
+    }
 
 
 def owner_reference(body: dict, controller: bool = True) -> dict:
