@@ -9,24 +9,16 @@ import kopf
 from ..api.blocksnapshot import BlockSnapshot
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import volumes
-from ..core.conditions import get_condition, set_condition
+from ..core.conditions import set_condition
 from ..drivers import kube
+from .status import write_status
 from . import volume as volume_ctl
 
 RETRY = 3
 
 
-def _write_status(body: dict, status: dict) -> None:
-    meta = body["metadata"]
-    old = body.get("status") or {}
-    changed = {k: v for k, v in status.items() if old.get(k) != v}
-    if not changed:
-        return
-    kube.patch_status(API_VERSION, "blocksnapshots", meta["name"], changed, meta["namespace"])
-    ready = get_condition(status.get("conditions"), "Ready") or {}
-    if "phase" in changed:
-        kopf.event(body, type="Warning" if status["phase"] == "error" else "Normal", reason=ready.get("reason", "Changed"),
-                   message=f"{old.get('phase') or 'new'} -> {status['phase']}: {ready.get('message', '')}")
+def _write_status(body: dict, status: dict) -> dict:
+    return write_status(body, "blocksnapshots", status, error_phase="error")
 
 
 def sync_snapshot(namespace: str, name: str) -> bool:

@@ -50,6 +50,7 @@ from ..core.compute import owner_reference
 from ..core.conditions import now, set_condition
 from ..core.quantity import parse_bytes
 from ..drivers import kube
+from .status import write_status
 from ..drivers import s3
 
 USAGE_INTERVAL = float(os.environ.get("STRATUS_BUCKET_USAGE_INTERVAL", "30"))
@@ -178,18 +179,8 @@ def _quota_state(q: s3.QuotaStatus) -> dict:
 _locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
 
 
-def _write_status(body: dict, status: dict) -> None:
-    meta = body["metadata"]
-    old = body.get("status") or {}
-    changed = {k: v for k, v in status.items() if old.get(k) != v}
-    if not changed:
-        return
-    kube.patch_status(API_VERSION, "buckets", meta["name"], changed, meta["namespace"])
-    if "phase" in changed:
-        ready = next((c for c in status.get("conditions") or old.get("conditions") or [] if c["type"] == "Ready"), {})
-        kopf.event(body, type="Warning" if status["phase"] == "Error" else "Normal",
-                   reason=ready.get("reason", status["phase"]),
-                   message=f"{old.get('phase') or 'new'} -> {status['phase']}: {ready.get('message', '')}")
+def _write_status(body: dict, status: dict) -> dict:
+    return write_status(body, "buckets", status, error_phase="Error")
 
 
 def _fail(body: dict, phase: str, reason: str, message: str, extra: dict | None = None) -> None:

@@ -30,6 +30,7 @@ from ..core.conditions import set_condition
 from ..core.volumes import claim_name as volume_claim_name
 from ..core.quantity import parse_bytes
 from ..drivers import kube
+from .status import write_status
 from ..drivers import kubevirt as kv
 
 KUBEVIRT = compute.KUBEVIRT_API
@@ -60,21 +61,7 @@ def _event(body: dict, type_: str, reason: str, message: str) -> None:
 
 
 def _write_status(body: dict, status: dict) -> dict:
-    """Write status when it differs from what is there; post an event on a phase change.
-    Returns the fields that changed."""
-    meta = body["metadata"]
-    old = body.get("status") or {}
-    changed = {k: v for k, v in status.items() if old.get(k) != v}
-    if not changed:
-        return changed
-    kube.patch_status(API_VERSION, "servers", meta["name"], changed, meta["namespace"])
-    old_ready = next((c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
-    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-    if "phase" in changed or (ready.get("reason") and ready.get("reason") != old_ready.get("reason")):
-        phase = status.get("phase", old.get("phase"))
-        _event(body, "Warning" if phase == "ERROR" else "Normal", ready.get("reason", phase),
-               f"{old.get('phase') or 'new'} -> {phase}: {ready.get('message', '')}")
-    return changed
+    return write_status(body, "servers", status, error_phase="ERROR", events_on_reason=True)
 
 
 def _fail(body: dict, reason: str, message: str) -> None:

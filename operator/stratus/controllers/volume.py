@@ -21,9 +21,10 @@ from kubernetes.client.rest import ApiException
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..api.volume import Volume
 from ..core import volumes
-from ..core.conditions import get_condition, set_condition
+from ..core.conditions import set_condition
 from ..core.quantity import parse_bytes
 from ..drivers import kube
+from .status import write_status
 from ..drivers import kubevirt as kv
 from . import server as server_ctl
 
@@ -40,19 +41,8 @@ class Waiting(Exception):
         self.phase, self.reason, self.message, self.delay = phase, reason, message, delay
 
 
-def _write_status(body: dict, status: dict) -> None:
-    meta = body["metadata"]
-    old = body.get("status") or {}
-    changed = {k: v for k, v in status.items() if old.get(k) != v}
-    if not changed:
-        return
-    kube.patch_status(API_VERSION, "volumes", meta["name"], changed, meta["namespace"])
-    old_ready = get_condition(old.get("conditions"), "Ready") or {}
-    ready = get_condition(status.get("conditions"), "Ready") or {}
-    if "phase" in changed or ready.get("reason") != old_ready.get("reason"):
-        phase = status.get("phase", old.get("phase"))
-        kopf.event(body, type="Warning" if phase == "error" else "Normal", reason=ready.get("reason") or phase,
-                   message=f"{old.get('phase') or 'new'} -> {phase}: {ready.get('message', '')}")
+def _write_status(body: dict, status: dict) -> dict:
+    return write_status(body, "volumes", status, error_phase="error", events_on_reason=True)
 
 
 def volume_type(name: str | None) -> tuple[str, dict]:
