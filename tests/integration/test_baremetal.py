@@ -12,13 +12,10 @@ stopped.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import random
 import re
-import threading
 import time
-import urllib.error
 import urllib.request
 
 import pytest
@@ -26,6 +23,7 @@ import pytest
 from stratus.devrun import free_port
 
 from .bmc import bmc_factory, bmcsim  # noqa: F401 - fixtures
+from .bootserver import deploy_files, http_get as _get, http_post as _post, operator_with_boot_server
 from .kube import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -41,72 +39,18 @@ DEADLINE = 120  # a loaded machine: generous, bounded
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bootfiles")
-    (root / "vmlinuz").write_bytes(b"deploy kernel " * 100)
-    (root / "initrd").write_bytes(b"deploy initrd " * 100)
-    image = b"a disk image " * 1000
-    (root / "disk.img").write_bytes(image)
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"base": base, "image_url": f"{base}/disk.img", "sha256": hashlib.sha256(image).hexdigest()}
-    server.shutdown()
-    server.server_close()
+    with deploy_files(tmp_path_factory.mktemp("bootfiles"), "disk.img", b"a disk image " * 1000,
+                      b"deploy " * 100) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def boot(operator, files):
     """The session operator, restarted with fast timings, a known boot-server port and
     kwok-simulated hypervisor Nodes; restored to its defaults afterwards."""
-    port = free_port()
-    env = {
-        "STRATUS_BOOTSERVER_HTTP_PORT": str(port),
-        "STRATUS_BOOTSERVER_KEY": "test-boot-key",
-        "STRATUS_DEPLOY_KERNEL_URL": f"{files['base']}/vmlinuz",
-        "STRATUS_DEPLOY_INITRD_URL": f"{files['base']}/initrd",
-        "STRATUS_BAREMETAL_POWER_POLL": "2",
-        "STRATUS_BAREMETAL_POLL_INTERVAL": "1",
-        "STRATUS_BAREMETAL_BACKOFF_BASE": "2",
-        "STRATUS_BAREMETAL_BACKOFF_MAX": "6",
-        "STRATUS_BAREMETAL_NODES": "kwok",
-        "STRATUS_METRICS_PORT": "0",
-    }
-    operator.stop()
-    operator.start(env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _get(f"{url}/healthz")[0] == 200, DEADLINE, 0.5, "the boot server to answer")
-    yield url
-    operator.stop()
-    operator.start()
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as rsp:
-            return rsp.status, rsp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _post(url: str, token: str, payload: dict) -> int:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as rsp:
-            return rsp.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    with operator_with_boot_server(operator, files, "test-boot-key", DEADLINE, power_poll="2", poll_interval="1",
+                                   backoff_base="2", backoff_max="6") as url:
+        yield url
 
 
 @pytest.fixture

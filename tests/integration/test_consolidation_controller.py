@@ -15,22 +15,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from stratus.devrun import free_port
-
 from .bmc import bmc_factory, bmcsim  # noqa: F401 - fixtures
+from .bootserver import deploy_files, http_get as _get, http_post as _post, operator_with_boot_server
 from .kube import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(4200)]
@@ -49,72 +44,18 @@ KUBEVIRT = ("kubevirt.io", "v1")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("consolidation-boot")
-    (root / "vmlinuz").write_bytes(b"kernel " * 64)
-    (root / "initrd").write_bytes(b"initrd " * 64)
-    image = b"hypervisor image " * 256
-    (root / "hv.img").write_bytes(image)
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"base": base, "image_url": f"{base}/hv.img", "sha256": hashlib.sha256(image).hexdigest()}
-    server.shutdown()
-    server.server_close()
+    with deploy_files(tmp_path_factory.mktemp("consolidation-boot"), "hv.img", b"hypervisor image " * 256,
+                      b"image " * 64) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def boot(operator, files):
     """The session operator restarted with fast BMC polling, a known boot-server port
     and kwok-simulated hypervisor Nodes; restored afterwards."""
-    port = free_port()
-    env = {
-        "STRATUS_BOOTSERVER_HTTP_PORT": str(port),
-        "STRATUS_BOOTSERVER_KEY": "consolidation-test-key",
-        "STRATUS_DEPLOY_KERNEL_URL": f"{files['base']}/vmlinuz",
-        "STRATUS_DEPLOY_INITRD_URL": f"{files['base']}/initrd",
-        "STRATUS_BAREMETAL_POWER_POLL": "3",
-        "STRATUS_BAREMETAL_POLL_INTERVAL": "1",
-        "STRATUS_BAREMETAL_NODES": "kwok",
-        "STRATUS_METRICS_PORT": "0",
-    }
-    operator.stop()
-    operator.start(env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _get(f"{url}/healthz")[0] == 200, DEADLINE, 0.5, "the boot server to answer")
-    yield url
-    operator.stop()
-    operator.start()
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as rsp:
-            return rsp.status, rsp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _post(url: str, token: str, payload: dict) -> int:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as rsp:
-            return rsp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
+    with operator_with_boot_server(operator, files, "consolidation-test-key", DEADLINE, power_poll="3",
+                                   poll_interval="1") as url:
+        yield url
 
 
 def bmn_status(kube, name: str) -> dict:
