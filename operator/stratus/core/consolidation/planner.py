@@ -370,26 +370,9 @@ def _release_more(world: World, fixed: list[int], found, align: bool = True, att
         # A reshaped packing: its moves are ordered by the fill order, which
         # emptying further hosts would no longer respect.
         return found
-    load_c = list(world.load_c)
-    load_m = list(world.load_m)
-    groups: list[dict[int, int] | None] = list(world.host_groups)
+    state = _Loads(world)
+    load_c, load_m, shift = state.c, state.m, state.shift
     on: dict[int, list[int]] = {i: [j for j in world.host_vms[i]] for i in kept}
-    vm_c, vm_m, vm_groups = world.vm_c, world.vm_m, world.vm_groups
-
-    def shift(j: int, src: int, dst: int) -> None:
-        load_c[src] -= vm_c[j]
-        load_m[src] -= vm_m[j]
-        load_c[dst] += vm_c[j]
-        load_m[dst] += vm_m[j]
-        gs = vm_groups[j]
-        if gs:
-            for h, sign in ((src, -1), (dst, 1)):
-                d = groups[h] = dict(groups[h] or {})
-                for g in gs:
-                    d[g] = d.get(g, 0) + sign
-                    if d[g] == 0:
-                        del d[g]
-
     for j, t in moves.items():
         shift(j, world.vm_host[j], t)
         on[t].append(j)
@@ -398,7 +381,6 @@ def _release_more(world: World, fixed: list[int], found, align: bool = True, att
     have_c = sum(world.cap_c[i] for i in kept)
     have_m = sum(world.cap_m[i] for i in kept)
     pinned = set(fixed)
-    kept_set = set(kept)
     cands = sorted((i for i in kept if i not in pinned),
                    key=lambda i: (len(on[i]), load_m[i], i))[:attempts]
     misses = 0
@@ -413,7 +395,7 @@ def _release_more(world: World, fixed: list[int], found, align: bool = True, att
             continue
         kept_set.discard(h)
         bins = _bins_with(world, [i for i in kept if i in kept_set], load_c, load_m)
-        got = fill(world, bins, on[h], load_c, load_m, groups, align=align)
+        got = fill(world, bins, on[h], load_c, load_m, state.groups, align=align)
         if got is None:
             kept_set.add(h)
             misses += 1
@@ -434,6 +416,41 @@ def _release_more(world: World, fixed: list[int], found, align: bool = True, att
         return found
     kept = [i for i in kept if i in kept_set]
     return len(off), len(moves), sum(world.vm_m[j] for j in moves), moves, off, kept
+
+
+class _Loads:
+    """Per-host loads and anti-affinity counts while moves are tried on top of a
+    world that stays as it is. A host's group counts are copied before their
+    first change; ``groups`` can be handed to ``fill`` as its ``host_groups``."""
+
+    __slots__ = ("world", "c", "m", "groups", "_copied")
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.c = list(world.load_c)
+        self.m = list(world.load_m)
+        self.groups: list[dict[int, int] | None] = list(world.host_groups)
+        self._copied: set[int] = set()
+
+    def groups_on(self, h: int) -> dict[int, int]:
+        if h not in self._copied:
+            self.groups[h] = dict(self.groups[h] or {})
+            self._copied.add(h)
+        return self.groups[h]
+
+    def shift(self, j: int, src: int, dst: int) -> None:
+        w = self.world
+        self.c[src] -= w.vm_c[j]
+        self.m[src] -= w.vm_m[j]
+        self.c[dst] += w.vm_c[j]
+        self.m[dst] += w.vm_m[j]
+        for g in w.vm_groups[j]:
+            d = self.groups_on(src)
+            d[g] = d.get(g, 0) - 1
+            if not d[g]:
+                del d[g]
+            d = self.groups_on(dst)
+            d[g] = d.get(g, 0) + 1
 
 
 def _watermark_floor(world: World, fixed: list[int], order: list[int]) -> int:
@@ -474,12 +491,18 @@ def _search_prefix(world: World, fixed: list[int], order: list[int], align: bool
     if found is None:
         return None
     # ...then bisect between the last failure and the first success.
-    hi, best = m, found
-    while hi - fail > 1:
-        mid = (fail + hi) // 2
-        got = _evaluate(world, fixed, order, mid, align=align)
+    return _bisect(lambda k: _evaluate(world, fixed, order, k, align=align), fail, m, found)
+
+
+def _bisect(evaluate, fail: int, ok: int, best):
+    """The result for the shortest prefix length in (``fail``, ``ok``] that
+    ``evaluate`` accepts (not None), given that ``fail`` fails and ``ok``
+    gave ``best``; feasibility is taken to grow with the length."""
+    while ok - fail > 1:
+        mid = (fail + ok) // 2
+        got = evaluate(mid)
         if got is not None:
-            hi, best = mid, got
+            ok, best = mid, got
         else:
             fail = mid
     return best
@@ -516,14 +539,7 @@ def _search_reshape(world: World, fixed: list[int], order: list[int], found, how
     best = _evaluate(world, fixed, order, hi - 1, reshape=how)
     if best is None:
         return None
-    fail, ok = lo - 1, hi - 1
-    while ok - fail > 1:
-        mid = (fail + ok) // 2
-        got = _evaluate(world, fixed, order, mid, reshape=how)
-        if got is not None:
-            ok, best = mid, got
-        else:
-            fail = mid
+    best = _bisect(lambda k: _evaluate(world, fixed, order, k, reshape=how), lo - 1, hi - 1, best)
     return _trim(world, best)
 
 
@@ -541,31 +557,14 @@ def _trim(world: World, found):
     kept_set = set(kept)
     vm_host, vm_c, vm_m, vm_groups, vm_shape = world.vm_host, world.vm_c, world.vm_m, world.vm_groups, world.vm_shape
     cap_c, cap_m = world.cap_c, world.cap_m
-    load_c = list(world.load_c)
-    load_m = list(world.load_m)
-    groups: dict[int, dict[int, int]] = {}
-
-    def groups_on(h: int) -> dict[int, int]:
-        d = groups.get(h)
-        if d is None:
-            d = groups[h] = dict(world.host_groups[h] or {})
-        return d
-
-    def shift(j: int, src: int, dst: int) -> None:
-        load_c[src] -= vm_c[j]
-        load_m[src] -= vm_m[j]
-        load_c[dst] += vm_c[j]
-        load_m[dst] += vm_m[j]
-        for g in vm_groups[j]:
-            groups_on(src)[g] -= 1
-            d = groups_on(dst)
-            d[g] = d.get(g, 0) + 1
+    state = _Loads(world)
+    load_c, load_m, shift = state.c, state.m, state.shift
 
     def clash(j: int, h: int, leaving: int = -1) -> bool:
         gs = vm_groups[j]
         if not gs:
             return False
-        d = groups_on(h)
+        d = state.groups_on(h)
         gone = vm_groups[leaving] if leaving >= 0 else ()
         return any(d.get(g, 0) - (1 if g in gone else 0) > 0 for g in gs)
 
@@ -629,15 +628,7 @@ def _search_budget(world: World, fixed: list[int], order: list[int], budget: int
     found = _evaluate(world, fixed, order, start)
     if found is not None:
         return found
-    fail, hi, best = start, n, None
-    while hi - fail > 1:
-        mid = (fail + hi) // 2
-        got = _evaluate(world, fixed, order, mid)
-        if got is not None:
-            hi, best = mid, got
-        else:
-            fail = mid
-    return best
+    return _bisect(lambda k: _evaluate(world, fixed, order, k), start, n, None)
 
 
 # -- scale-up -------------------------------------------------------------------------------
