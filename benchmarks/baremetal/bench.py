@@ -130,7 +130,7 @@ def driver_run(fleet, want: bool, concurrency: int) -> dict:
 
 class OperatorRun:
     def __init__(self, fleet, workdir: pathlib.Path):
-        from stratus import devcluster, devrun
+        from stratus.dev import cluster as devcluster, run as devrun
 
         self.fleet = fleet
         self.workdir = workdir
@@ -204,7 +204,7 @@ class OperatorRun:
         return {"seconds": elapsed, "datagrams_per_node": (self.counts() - before) / len(self.names)}
 
     def close(self) -> None:
-        from stratus import devcluster
+        from stratus.dev import cluster as devcluster
 
         try:
             for name in self.names:

@@ -52,7 +52,7 @@ def percentile(values: list[float], p: float) -> float:
 
 class Cluster:
     def __init__(self, kubeconfig: str):
-        from stratus.devcluster import kubectl_path
+        from stratus.dev.cluster import kubectl_path
 
         self.kubeconfig = kubeconfig
         self.kubectl_bin = kubectl_path()
@@ -177,8 +177,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.count
 
-    from stratus import devcluster
-    from stratus.devrun import free_port, operator_command
+    from stratus.dev import cluster as devcluster
+    from stratus.dev.run import free_port, operator_command
 
     nodes = max(4, (2 * n) // 200 + 2)
     kubeconfig = str(devcluster.up(args.cluster, nodes=nodes, shape=devcluster.HypervisorShape(cpu=256, memory="1Ti", pods=250),

@@ -44,7 +44,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from stratus import devcluster, devrun  # noqa: E402
+from stratus.dev import cluster as devcluster, run as devrun  # noqa: E402
 from stratus.core import identity, policy  # noqa: E402
 
 G, V = "stratus.dev", "v1alpha1"

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/images/bench.py            # 1 GiB, writes benchmarks/images/results.md
     .venv/bin/python benchmarks/images/bench.py --size-mib 64 --no-write   # a smoke run
 
-Setup (all on 127.0.0.1, in one run): a real versitygw (drivers/s3server.py) and a
+Setup (all on 127.0.0.1, in one run): a real versitygw (dev/s3server.py) and a
 threaded HTTP server serving a raw image of --size-mib MiB from a temporary file.
 
 Each contender runs in its own child process, so its peak RSS (ru_maxrss of the child)
@@ -113,7 +113,7 @@ def main() -> None:
         return
 
     from stratus.drivers.s3 import AdminCredentials, S3ObjectStore
-    from stratus.drivers.s3server import S3Server
+    from stratus.dev.s3server import S3Server
 
     with tempfile.TemporaryDirectory(prefix="stratus-bench-images-") as tmp:
         tmp = pathlib.Path(tmp)

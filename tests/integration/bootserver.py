@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-from stratus.devrun import free_port
+from stratus.dev.run import free_port
 
 from .kube import wait_for
 

@@ -32,7 +32,7 @@ CLUSTER_NAME = os.environ.get("STRATUS_TEST_CLUSTER", "stratus-test")
 @pytest.fixture(scope="session")
 def cluster() -> str:
     """Path of the kubeconfig of the cluster under test."""
-    from stratus import devcluster
+    from stratus.dev import cluster as devcluster
 
     if os.environ.get("KUBECONFIG"):
         yield os.environ["KUBECONFIG"]

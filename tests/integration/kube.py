@@ -108,7 +108,7 @@ class Operator:
 
     def start(self, env: dict[str, str] | None = None) -> None:
         """Start the operator; `env` adds settings (metrics port, ledger dir, ...)."""
-        from stratus.devrun import free_port, operator_command
+        from stratus.dev.run import free_port, operator_command
 
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **(env or {})}
         self.log = open(self.log_path, "ab")

@@ -3,7 +3,7 @@
 tests/integration/conftest.py imports them. They need no Kubernetes cluster, only the binary built by ``hack/build-tools.sh s3``; without
 it they fail with that hint rather than skip, so a CI run cannot go green by accident.
 
-- ``s3_server``: the running :class:`~stratus.drivers.s3server.S3Server` (session).
+- ``s3_server``: the running :class:`~stratus.dev.s3server.S3Server` (session).
 - ``s3_endpoint``: its URL, region and root key pair (session).
 - ``object_store``: an :class:`~stratus.drivers.s3.S3ObjectStore` with the admin API (session).
 - ``s3_client``: ``s3_client(access_key, secret_key)`` makes a boto3 client for that pair.
@@ -22,7 +22,7 @@ import pytest
 from botocore.config import Config
 
 from stratus.drivers.s3 import AdminCredentials, S3ObjectStore
-from stratus.drivers.s3server import S3Endpoint, S3Server, S3ServerError, find_binary
+from stratus.dev.s3server import S3Endpoint, S3Server, S3ServerError, find_binary
 
 __all__ = ["s3_server", "s3_endpoint", "object_store", "s3_client", "bucket_name"]
 

@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from stratus.devrun import free_port
+from stratus.dev.run import free_port
 
 from .bmc import bmc_factory, bmcsim  # noqa: F401 - fixtures
 from .bootserver import deploy_files, http_get as _get, http_post as _post, operator_with_boot_server

@@ -19,7 +19,7 @@ CHART = REPO / "charts" / "stratus"
 
 
 def helm(kube, *args: str) -> subprocess.CompletedProcess:
-    from stratus.devcluster import tool
+    from stratus.dev.cluster import tool
 
     return subprocess.run([tool("helm"), "--kubeconfig", kube.kubeconfig, *args], capture_output=True, text=True)
 

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from stratus.drivers import ipmi
+from tests.fakes.ipmi import FakeBmcFleet
 from stratus.drivers.ipmi import (
     AuthenticationFailed,
     BmcCredentials,
@@ -373,7 +374,7 @@ def test_classification_masks_the_password():
 
 
 def test_the_fake_behaves_like_the_driver():
-    fleet = ipmi.FakeBmcFleet()
+    fleet = FakeBmcFleet()
     host = fleet.add("ipmi://10.0.0.9", username="admin", password="pw")
     client = fleet.client("ipmi://10.0.0.9", BmcCredentials("admin", "pw"))
 

@@ -40,7 +40,7 @@ GiB = 1 << 30
 @pytest.fixture(scope="module")
 def metering(kube, operator, tmp_path_factory):
     """The session operator, restarted with metering settings; restored afterwards."""
-    from stratus.devrun import free_port
+    from stratus.dev.run import free_port
 
     sys_ns = f"t-metering-sys-{uuid.uuid4().hex[:5]}"
     kube.core.create_namespace({"metadata": {"name": sys_ns, "labels": {"stratus.dev/test": "true"}}})

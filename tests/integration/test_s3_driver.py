@@ -25,7 +25,7 @@ from stratus.drivers.s3 import (
     UnsupportedRegion,
     scoped_access_key,
 )
-from stratus.drivers.s3server import S3Server
+from stratus.dev.s3server import S3Server
 
 pytestmark = pytest.mark.integration
 

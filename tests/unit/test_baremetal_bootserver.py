@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from stratus.devrun import free_port
+from stratus.dev.run import free_port
 from stratus.services import bootserver as bs
 
 CFG = bs.BootConfig(node="bm0", uid="uid-1", mac="52:54:00:AA:bb:01", attempt=2, image_url="http://img/disk.img",

@@ -32,6 +32,7 @@ from stratus.core.baremetal import (
     step,
 )
 from stratus.drivers import ipmi
+from tests.fakes.ipmi import FakeBmcFleet
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 ON, OFF = Power.ON, Power.OFF
@@ -382,7 +383,7 @@ def test_step_never_makes_an_unlisted_transition():
 class MiniController:
     """The loop from the module docstring, with the fake BMC and a fake boot server."""
 
-    def __init__(self, fleet: ipmi.FakeBmcFleet, address: str, password: str = "pw"):
+    def __init__(self, fleet: FakeBmcFleet, address: str, password: str = "pw"):
         self.client = fleet.client(address, ipmi.BmcCredentials("admin", password))
         self.host = fleet.host(address)
         self.boot_configs: dict[int, str] = {}
@@ -441,7 +442,7 @@ class MiniController:
 
 
 def test_a_whole_life_against_the_fake_bmc():
-    fleet = ipmi.FakeBmcFleet()
+    fleet = FakeBmcFleet()
     host = fleet.add("ipmi://10.0.0.21", username="admin", password="pw")
     ctl = MiniController(fleet, "ipmi://10.0.0.21")
 
@@ -468,7 +469,7 @@ def test_a_whole_life_against_the_fake_bmc():
 
 
 def test_a_bmc_outage_is_a_power_management_error_and_recovers():
-    fleet = ipmi.FakeBmcFleet()
+    fleet = FakeBmcFleet()
     host = fleet.add("ipmi://10.0.0.22", username="admin", password="pw")
     ctl = MiniController(fleet, "ipmi://10.0.0.22")
 
@@ -490,7 +491,7 @@ def test_a_bmc_outage_is_a_power_management_error_and_recovers():
 
 
 def test_wrong_credentials_park_the_node_in_registration_error():
-    fleet = ipmi.FakeBmcFleet()
+    fleet = FakeBmcFleet()
     fleet.add("ipmi://10.0.0.23", username="admin", password="right")
     ctl = MiniController(fleet, "ipmi://10.0.0.23", password="wrong")
 

@@ -1,12 +1,12 @@
 """The translation from cluster objects to the consolidation planner's inputs, and from
-plans to actions (stratus.core.consolidation_inputs). Table-driven, no cluster."""
+plans to actions (stratus.core.consolidation.inputs). Table-driven, no cluster."""
 
 from __future__ import annotations
 
 import pytest
 
 from stratus.core import consolidation as planner
-from stratus.core import consolidation_inputs as ci
+from stratus.core.consolidation import inputs as ci
 
 POLICY = {"headroomPercent": 0, "maxMigrationsPerCycle": 50, "lowWatermarkPercent": 50, "highWatermarkPercent": 90}
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from stratus.cli_meter import meter
+from stratus.cli.meter import meter
 from stratus.core.ledger import Keyring, Ledger, Signer
 from stratus.core.metering import UsageTracker
 from stratus.drivers.ledger_store import DirectoryLedgerStore

@@ -9,7 +9,7 @@ import pytest
 
 from stratus.core.image import ImportFailure
 from stratus.drivers import importer
-from stratus.drivers.s3 import InMemoryObjectStore
+from tests.fakes.s3 import InMemoryObjectStore
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import io
 
 import pytest
 
+from tests.fakes.s3 import InMemoryObjectStore
 from stratus.drivers.s3 import (
     MIN_PART_SIZE,
     SCOPED_KEY_PREFIX,
     AccessDenied,
     AdminCredentials,
     BucketNotEmpty,
-    InMemoryObjectStore,
     InvalidBucketName,
     ManagedPolicy,
     MiB,

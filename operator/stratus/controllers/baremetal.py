@@ -79,6 +79,7 @@ from ..api.baremetalnode import (
     Role,
 )
 from ..api.registry import API_VERSION, GROUP, VERSION
+from ..core.hypervisor import HypervisorShape, hypervisor_node
 from ..core import baremetal as bm
 from ..core.conditions import set_condition
 from ..drivers import ipmi, kube
@@ -501,8 +502,6 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
 
 def _kwok_node(name: str, bmn: str, ready: bool) -> dict:
-    from ..devcluster import HypervisorShape, hypervisor_node
-
     node = hypervisor_node(name, HypervisorShape(), labels={NODE_LABEL: bmn})
     if not ready:
         node["metadata"]["annotations"] = {}

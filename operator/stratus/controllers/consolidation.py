@@ -6,7 +6,7 @@ Design decisions
 
 Two daemons, level-based.
     One kopf daemon per ConsolidationPolicy plans every ``spec.intervalSeconds``: it
-    reads the cluster (``read_cluster``), translates it (``core.consolidation_inputs``),
+    reads the cluster (``read_cluster``), translates it (``core.consolidation.inputs``),
     asks the planner and, when the plan has steps, records it as a ConsolidationPlan
     owned by the policy. One kopf daemon per ConsolidationPlan runs it: each pass reads
     the plan and the world, advances what can advance, writes status, and sleeps a few
@@ -64,7 +64,7 @@ from kubernetes.client.rest import ApiException
 from ..api.consolidationplan import FINAL_PHASES, ActionState, PlanPhase
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import consolidation as planner
-from ..core import consolidation_inputs as ci
+from ..core.consolidation import inputs as ci
 from ..core.conditions import now as now_iso
 from ..core.conditions import set_condition
 from ..drivers import kube

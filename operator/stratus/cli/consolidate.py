@@ -24,10 +24,10 @@ import yaml
 
 
 def _policy(name: str | None) -> dict:
-    from .api.consolidationpolicy import ConsolidationPolicySpec
-    from .api.registry import API_VERSION
-    from .controllers import consolidation as cc
-    from .drivers import kube
+    from ..api.consolidationpolicy import ConsolidationPolicySpec
+    from ..api.registry import API_VERSION
+    from ..controllers import consolidation as cc
+    from ..drivers import kube
 
     if name:
         body = kube.get(API_VERSION, cc.POLICIES, name)
@@ -54,8 +54,8 @@ def consolidate() -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
 def plan_cmd(dry_run: bool, policy_name: str | None, output: str) -> None:
     """Plan consolidation for the live cluster."""
-    from .controllers import consolidation as cc
-    from .core import consolidation_inputs as ci
+    from ..controllers import consolidation as cc
+    from ..core.consolidation import inputs as ci
 
     policy = _policy(policy_name)
     state, plan = cc.plan_for(policy.get("spec") or {})
@@ -102,8 +102,8 @@ def approve_cmd(plan: str) -> None:
     """Approve a Recommended plan (it then runs)."""
     from kubernetes.client.rest import ApiException
 
-    from .controllers import consolidation as cc
-    from .drivers import kube
+    from ..controllers import consolidation as cc
+    from ..drivers import kube
 
     try:
         kube.custom().patch_cluster_custom_object(cc.GROUP, cc.VERSION, cc.PLANS, plan, {"spec": {"approved": True}})
@@ -114,3 +114,7 @@ def approve_cmd(plan: str) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     consolidate(prog_name="stratus consolidate", args=sys.argv[1:])
+
+
+#: Registered by stratus.cli.
+COMMANDS = (consolidate,)

@@ -18,7 +18,6 @@ admin kubeconfig is ``<workdir>/clusters/<name>/kubeconfig.yaml``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -29,8 +28,10 @@ import time
 
 import yaml
 
+from ..core.hypervisor import HypervisorShape, hypervisor_node  # noqa: F401  (re-exported for dev tooling)
+
 #: The checkout this module runs from (the dev tooling only works from a checkout).
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 HACK = REPO / "hack"
 CACHE = pathlib.Path(os.environ.get("STRATUS_CACHE", pathlib.Path.home() / ".cache" / "stratus"))
 TOOLS_BIN = CACHE / "tools" / "bin"
@@ -40,15 +41,6 @@ WORKDIR = CACHE / "kwok"
 #: They are read from the kwok module in Go's module cache (the same source the kwok
 #: binary is built from), so nothing of kwok's is copied into this repository.
 KWOK_STAGE_DIRS = ("node/fast", "node/heartbeat-with-lease", "pod/fast", "volume/fast")
-
-
-@dataclasses.dataclass(frozen=True)
-class HypervisorShape:
-    """A simulated KubeVirt-capable node."""
-
-    cpu: int = 32
-    memory: str = "128Gi"
-    pods: int = 110
 
 
 def log(msg: str) -> None:
@@ -144,30 +136,6 @@ def is_running(name: str) -> bool:
         return False
     res = kubectl(name, "get", "--raw", "/readyz", check=False)
     return res.returncode == 0 and res.stdout.strip() == "ok"
-
-
-def hypervisor_node(name: str, shape: HypervisorShape, labels: dict[str, str] | None = None) -> dict:
-    """A simulated hypervisor: KubeVirt-schedulable, managed by kwok."""
-    alloc = {"cpu": str(shape.cpu), "memory": shape.memory, "pods": str(shape.pods)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                "kubevirt.io/schedulable": "true",
-                "stratus.dev/hypervisor": "true",
-                **(labels or {}),
-            },
-        },
-        "spec": {},
-        "status": {"allocatable": alloc, "capacity": alloc},
-    }
 
 
 def up(name: str, nodes: int = 3, shape: HypervisorShape = HypervisorShape(), build: bool = True) -> pathlib.Path:

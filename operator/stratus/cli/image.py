@@ -67,7 +67,7 @@ def image_group() -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "name"]), default="table", show_default=True)
 def list_images(namespace: str | None, props: tuple[str, ...], visibility: str | None, output: str) -> None:
     """Images visible from a project, filtered by properties and visibility."""
-    from .core.image import matches_properties, visible_to
+    from ..core.image import matches_properties, visible_to
 
     namespace = namespace or _current_namespace()
     wanted = _properties(props)
@@ -130,3 +130,7 @@ def download(name: str, namespace: str | None, out: pathlib.Path, token: str | N
         raise click.ClickException("the downloaded bytes do not match the image's checksum; try again")
     os.replace(partial, out)
     click.echo(f"{out}: {out.stat().st_size} bytes, sha256 {sha.hexdigest()}")
+
+
+#: Registered by stratus.cli.
+COMMANDS = (image_group,)

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 
-from . import devcluster
-from .devcluster import REPO, WORKDIR, kubeconfig_path, kubectl, log
+from . import cluster as devcluster
+from .cluster import REPO, WORKDIR, kubeconfig_path, kubectl, log
 
 
 ROLES = REPO / "charts" / "stratus" / "templates" / "roles.yaml"
@@ -49,7 +49,7 @@ def start_object_store(name: str) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         with open(data_dir.parent / f"{name}-s3.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stratus.drivers.s3server", str(data_dir), "--port", str(S3_PORT)],
+                [sys.executable, "-m", "stratus.dev.s3server", str(data_dir), "--port", str(S3_PORT)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         pid_file.write_text(str(proc.pid))

@@ -348,7 +348,7 @@ class S3Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the server in the foreground: ``python -m stratus.drivers.s3server DATA_DIR``.
+    """Run the server in the foreground: ``python -m stratus.dev.s3server DATA_DIR``.
 
     Prints the endpoint URL and the path of the root credentials file, never the keys.
     """

@@ -45,8 +45,8 @@ import dataclasses
 import hashlib
 import typing as t
 
-from .consolidation import AntiAffinityGroup, Constraints, Host, Plan, VM
-from .quantity import parse_bytes, parse_millicpu
+from .model import VM, AntiAffinityGroup, Constraints, Host, Plan
+from ..quantity import parse_bytes, parse_millicpu
 
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
 BMN_LABEL = "stratus.dev/baremetalnode"

@@ -40,7 +40,7 @@ import click
 def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    from .core.metering import parse_time
+    from ..core.metering import parse_time
 
     text = value.strip()
     if len(text) == 10:
@@ -52,7 +52,7 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _store(ledger_dir: str | None, s3_bucket: str | None, s3_endpoint: str | None, s3_prefix: str):
-    from .drivers.ledger_store import DirectoryLedgerStore, S3LedgerStore
+    from ..drivers.ledger_store import DirectoryLedgerStore, S3LedgerStore
 
     if s3_bucket:
         import boto3
@@ -66,11 +66,11 @@ def _store(ledger_dir: str | None, s3_bucket: str | None, s3_endpoint: str | Non
 
 
 def _keyring(jwks: str | None, namespace: str):
-    from .core.ledger import Keyring
+    from ..core.ledger import Keyring
 
     if jwks:
         return Keyring.from_jwks(json.loads(pathlib.Path(jwks).read_text()))
-    from .controllers.metering import published_keyring
+    from ..controllers.metering import published_keyring
 
     try:
         return published_keyring(namespace)
@@ -80,7 +80,7 @@ def _keyring(jwks: str | None, namespace: str):
 
 
 def _heads(values: tuple[str, ...]):
-    from .core.ledger import ChainHead
+    from ..core.ledger import ChainHead
 
     heads = {}
     for v in values:
@@ -133,13 +133,13 @@ def meter() -> None:
 def export(project, since, until, fmt, detail, price_list, check, output, ledger_dir, s3_bucket, s3_endpoint,
            s3_prefix, jwks, namespace) -> None:
     """Usage of a project over a period, as CSV or JSON."""
-    from .core.ledger import export_csv, export_json, usage_totals
+    from ..core.ledger import export_csv, export_json, usage_totals
 
     store = _store(ledger_dir, s3_bucket, s3_endpoint, s3_prefix)
     lo, hi = _time(since), _time(until)
     raw = [data for _, data in store.read(project)]
     if check:
-        from .core.ledger import verify
+        from ..core.ledger import verify
 
         result = verify(raw, _keyring(jwks, namespace))
         if not result:
@@ -151,7 +151,7 @@ def export(project, since, until, fmt, detail, price_list, check, output, ledger
         if price_list:
             import yaml
 
-            from .core.metering import PriceList
+            from ..core.metering import PriceList
 
             prices = PriceList.from_dict(yaml.safe_load(pathlib.Path(price_list).read_text()))
             doc["cost"] = {}
@@ -172,7 +172,7 @@ def export(project, since, until, fmt, detail, price_list, check, output, ledger
 @_apply(_where + _keys)
 def verify_cmd(projects, heads, ledger_dir, s3_bucket, s3_endpoint, s3_prefix, jwks, namespace) -> None:
     """Check every signature, the hash chains and time continuity; name the first bad record."""
-    from .core.ledger import Ledger, Signer
+    from ..core.ledger import Ledger, Signer
 
     store = _store(ledger_dir, s3_bucket, s3_endpoint, s3_prefix)
     ring = _keyring(jwks, namespace)
@@ -192,9 +192,9 @@ def verify_cmd(projects, heads, ledger_dir, s3_bucket, s3_endpoint, s3_prefix, j
 @click.option("--namespace", envvar="STRATUS_NAMESPACE", default="default", show_default=True)
 def rotate_key(namespace) -> None:
     """Add a new signing key and make it current; old keys stay published for verification."""
-    from .controllers.metering import SIGNING_SECRET, keys_from_secret_data, publish_keys
-    from .core.ledger import Signer
-    from .drivers import kube
+    from ..controllers.metering import SIGNING_SECRET, keys_from_secret_data, publish_keys
+    from ..core.ledger import Signer
+    from ..drivers import kube
 
     api = kube.core()
     secret = api.read_namespaced_secret(SIGNING_SECRET, namespace)
@@ -212,3 +212,7 @@ def rotate_key(namespace) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     meter(prog_name=os.path.basename(sys.argv[0]))
+
+
+#: Registered by stratus.cli.
+COMMANDS = (meter,)

@@ -165,6 +165,5 @@ def catalog() -> None:
     click.echo(_table(rows, ["NAME", "TYPE", "URL", "READY"]))
 
 
-def register(main: click.Group) -> None:
-    main.add_command(token)
-    main.add_command(catalog)
+#: Registered by stratus.cli.
+COMMANDS = (token, catalog)
