@@ -66,6 +66,24 @@ def operator(kube, crds, stratus_roles, tmp_path_factory) -> Operator:
     op.stop()
 
 
+@pytest.fixture(scope="session")
+def podrunner(kube, tmp_path_factory):
+    """The local pod runner (stratus.dev.podrunner): engine Pods' containers as real local
+    processes. Session-scoped; stopped (with every engine process) at the end."""
+    import signal
+    import subprocess
+
+    from stratus.dev.run import podrunner_command
+
+    root = tmp_path_factory.mktemp("engines")
+    log = open(root / "podrunner.log", "ab")
+    proc = subprocess.Popen(podrunner_command(root), env={**os.environ, "KUBECONFIG": kube.kubeconfig},
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    yield root
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
+
+
 @pytest.fixture
 def namespace(kube, request) -> str:
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")

@@ -32,6 +32,7 @@ def dev_down(name: str) -> None:
     from ..dev import cluster as devcluster, run as devrun
 
     devrun.stop_operator(name)
+    devrun.stop_podrunner(name)
     devrun.stop_object_store(name)
     devcluster.down(name)
 
@@ -56,6 +57,17 @@ def dev_run(name: str, nodes: int, timeout: int) -> None:
     from ..dev import run as devrun
 
     sys.exit(devrun.run(name, nodes=nodes, timeout=timeout))
+
+
+@dev.command("podrunner")
+@click.option("--root", type=click.Path(path_type=__import__("pathlib").Path), default=None,
+              help="Where engine data, logs and state live (default: the cache's engines/ folder).")
+@click.option("--keep", is_flag=True, help="Leave the engine processes running when the runner stops.")
+def dev_podrunner(root, keep: bool) -> None:
+    """Run engine Pods (label stratus.dev/engine) as real local processes (see stratus.dev.podrunner)."""
+    from ..dev import cluster as devcluster, podrunner
+
+    podrunner.main(root or devcluster.CACHE / "engines", keep=keep)
 
 
 #: Registered by stratus.cli.

@@ -109,22 +109,58 @@ def operator_command(health_port: int) -> list[str]:
     return [sys.executable, "-m", "stratus", "operator", "--log-format", "plain", "--health-port", str(health_port)]
 
 
+def _start_background(what: str, pid_file: pathlib.Path, log_file: pathlib.Path, argv: list[str], env: dict) -> int:
+    """Start a process detached from this one (its own session), recording its pid."""
+    if _alive(pid_file):
+        log(f"{what} already running (pid {pid_file.read_text().strip()}); log: {log_file}")
+        return int(pid_file.read_text())
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    log(f"{what} started (pid {proc.pid}); log: {log_file}")
+    return proc.pid
+
+
+def _stop_background(what: str, pid_file: pathlib.Path) -> None:
+    if _alive(pid_file):
+        pid = int(pid_file.read_text())
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(150):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        log(f"{what} (pid {pid}) stopped")
+    pid_file.unlink(missing_ok=True)
+
+
 def start_operator(name: str) -> int:
     """Start the operator detached from this process; returns its pid."""
     pid_file, log_file = operator_files(name)
-    if _alive(pid_file):
-        log(f"operator already running (pid {pid_file.read_text().strip()}); log: {log_file}")
-        return int(pid_file.read_text())
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name)), "STRATUS_NAMESPACE": SYSTEM_NAMESPACE,
            "STRATUS_LEDGER_DIR": str(WORKDIR / f"{name}-ledger")}
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            operator_command(free_port()), env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    pid_file.write_text(str(proc.pid))
-    log(f"operator started (pid {proc.pid}); log: {log_file}")
-    return proc.pid
+    return _start_background("operator", pid_file, log_file, operator_command(free_port()), env)
+
+
+def podrunner_files(name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    return WORKDIR / f"{name}-podrunner.pid", WORKDIR / f"{name}-podrunner.log"
+
+
+def podrunner_command(root: pathlib.Path) -> list[str]:
+    return [sys.executable, "-m", "stratus", "dev", "podrunner", "--root", str(root)]
+
+
+def start_podrunner(name: str) -> int:
+    """Start the local pod runner: engine Pods' containers as real local processes."""
+    pid_file, log_file = podrunner_files(name)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name))}
+    return _start_background("pod runner", pid_file, log_file, podrunner_command(WORKDIR / f"{name}-engines"), env)
+
+
+def stop_podrunner(name: str) -> None:
+    _stop_background("pod runner", podrunner_files(name)[0])
 
 
 def _alive(pid_file: pathlib.Path) -> bool:
@@ -136,18 +172,7 @@ def _alive(pid_file: pathlib.Path) -> bool:
 
 
 def stop_operator(name: str) -> None:
-    pid_file, _ = operator_files(name)
-    if _alive(pid_file):
-        pid = int(pid_file.read_text())
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        log(f"operator (pid {pid}) stopped")
-    pid_file.unlink(missing_ok=True)
+    _stop_background("operator", operator_files(name)[0])
 
 
 def operator_status(name: str) -> None:
@@ -176,6 +201,7 @@ def run(name: str, nodes: int = 3, timeout: int = 180) -> int:
     devcluster.up(name, nodes=nodes)
     install_crds(name)
     start_object_store(name)
+    start_podrunner(name)
     start_operator(name)
     deadline = time.monotonic() + timeout
     apply_examples(name, deadline)
