@@ -31,6 +31,20 @@ def test_chart_lints_and_renders(kube):
     assert bad.returncode != 0 and "logFormat" in bad.stderr
 
 
+def test_chart_renders_the_ledger_credentials_secret_as_env_from(kube):
+    """With the ledger in S3 and a credentials Secret, every variable stays under `env` and
+    the Secret arrives through `envFrom` (it once swallowed the variables after it)."""
+    res = helm(kube, "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "ledger.s3.bucket=usage", "--set",
+               "ledger.s3.endpoint=http://s3.example:9000", "--set", "ledger.s3.credentialsSecret=ledger-creds")
+    assert res.returncode == 0, res.stderr
+    deployment = next(d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    names = [e["name"] for e in container["env"]]
+    assert {"STRATUS_LEDGER_S3_BUCKET", "STRATUS_IMAGE_SERVICE_PORT", "STRATUS_BOOTSERVER_HTTP_PORT",
+            "STRATUS_BAREMETAL_NODES"} <= set(names)
+    assert container["envFrom"] == [{"secretRef": {"name": "ledger-creds"}}]
+
+
 def test_chart_crds_are_the_generated_ones():
     generated = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
     shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
