@@ -97,6 +97,11 @@ class Kube:
                               capture_output=True, text=True, check=check)
 
 
+#: The one loopback address test image servers listen on; the test operator's egress policy
+#: allows it (and nothing else of 127.0.0.0/8), so the refusal of loopback stays tested.
+IMAGE_HOST = "127.0.0.2"
+
+
 class Operator:
     """`stratus operator` as a child process with its own log file."""
 
@@ -110,7 +115,7 @@ class Operator:
         """Start the operator; `env` adds settings (metrics port, ledger dir, ...)."""
         from stratus.dev.run import free_port, operator_command
 
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **(env or {})}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "STRATUS_EGRESS_ALLOW_CIDRS": f"{IMAGE_HOST}/32", **(env or {})}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(operator_command(free_port()), env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -22,7 +22,7 @@ import uuid
 import pytest
 from kubernetes.client.rest import ApiException
 
-from .kube import wait_for
+from .kube import IMAGE_HOST, wait_for
 from .test_buckets import ensure_bucket_class
 
 CLASS = "default"  # the operator's STRATUS_IMAGE_BUCKETCLASS default
@@ -44,13 +44,14 @@ def web_root(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def web(web_root):
-    """A plain HTTP server on 127.0.0.1 serving web_root."""
+    """A plain HTTP server on 127.0.0.2 serving web_root: the one loopback address the test
+    operator's egress policy allows (STRATUS_EGRESS_ALLOW_CIDRS, tests/integration/kube.py)."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(web_root))
     handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://{IMAGE_HOST}:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
@@ -215,6 +216,23 @@ def test_failed_import_is_killed_with_reason(kube, image_store, web, qcow2, name
              15, what=f"a Warning event {reason}")
 
 
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:{metrics}/metrics",        # the operator's own metrics, on loopback
+    "http://169.254.169.254/latest/meta-data/",  # a cloud metadata service
+    "http://[::1]:{metrics}/metrics",
+    "http://localhost:{metrics}/metrics",
+])
+def test_sources_in_refused_ranges_are_never_fetched(kube, image_store, web, namespace, url):
+    """Server-side request forgery: the operator refuses to fetch from loopback, link-local
+    and metadata addresses, before connecting, and status reveals nothing of the target."""
+    kube.create("images", image_body("ssrf", url.format(metrics=9090), "0" * 64), namespace)
+    img = wait_for(lambda: phase_is(kube, "ssrf", namespace, "killed", "active"), 60, what="image killed")
+    cond = kube.condition(img)
+    assert cond["reason"] == "SourceRefused", cond
+    assert "spec.source.http.url" in cond["message"], cond
+    assert not img["status"].get("checksum") and not img["status"].get("size"), img["status"]
+
+
 def test_format_mismatch_is_killed(kube, image_store, web, qcow2, namespace):
     path, data = qcow2
     kube.create("images", {**image_body("raw", f"{web}/{path}", hashlib.sha256(data).hexdigest()),
@@ -271,10 +289,10 @@ def test_import_survives_operator_crash(kube, image_store, operator, namespace, 
     subprocess.run(["qemu-io", "-c", "write -P 0x33 0 8M", str(disk)], check=True, capture_output=True)
     data = disk.read_bytes()
     handler = type("H", (SlowHandler,), {"data": data})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/big.qcow2"
+        url = f"http://{IMAGE_HOST}:{server.server_address[1]}/big.qcow2"
         kube.create("images", image_body("big", url, hashlib.sha256(data).hexdigest()), namespace)
         mid = wait_for(lambda: (phase_is(kube, "big", namespace, "importing") or {}).get("status", {}).get("progress", {}).get("bytes"),
                        60, interval=0.1, what="import in progress")

@@ -128,6 +128,34 @@ class FormatInfo:
     virtual_size: int
 
 
+#: Magic bytes at offset 0 of the formats qemu-img knows (those Stratus refuses too, so the
+#: refusal names them). Anything else is read as raw (an ISO is raw with a signature).
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"QFI\xfb", "qcow2"),
+    (b"QED\x00", "qed"),
+    (b"KDMV", "vmdk"),
+    (b"# Disk DescriptorFile", "vmdk"),
+    (b"vhdxfile", "vhdx"),
+    (b"conectix", "vpc"),
+    (b"LUKS\xba\xbe", "luks"),
+    (b"WithoutFreeSpace", "parallels"),
+    (b"cloop", "cloop"),
+)
+#: VirtualBox VDI: the signature sits at offset 0x40.
+VDI_SIGNATURE = (0x40, b"\x7f\x10\xda\xbe")
+
+
+def probe_format(head: bytes) -> str:
+    """The format the image's first bytes declare, for ``qemu-img info -f``; raw otherwise."""
+    for magic, fmt in MAGIC:
+        if head.startswith(magic):
+            return fmt
+    offset, signature = VDI_SIGNATURE
+    if head[offset:offset + len(signature)] == signature:
+        return "vdi"
+    return "raw"
+
+
 def parse_qemu_img_info(output: str) -> dict:
     try:
         info = json.loads(output)

@@ -17,15 +17,29 @@ Cancellation: the caller passes ``stopped`` (a callable, kopf's daemon flag); th
 chunk raises :class:`Cancelled` and the multipart upload is aborted.
 
 URLs are logged without user info or query string (:func:`~stratus.core.image.redact_url`).
+
+Egress: every connection the fetch opens, redirects included, goes to an address that
+:class:`~stratus.core.egress.EgressPolicy` allows, checked on the resolved address and
+connected to exactly that address; a refused source is never contacted, so nothing of
+its answer can reach status. Environment proxies are not used (a proxy would hide the
+target from the policy).
+
+qemu-img reads untrusted bytes: the format is probed from the magic bytes first
+(:func:`~stratus.core.image.probe_format`) and passed with ``-f``, so qemu-img never
+guesses, and it runs under CPU-time and address-space limits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import http.client
 import logging
 import os
 import queue
+import resource
+import socket
 import subprocess
 import tempfile
 import threading
@@ -35,12 +49,16 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 
 from ..core import image as core
+from ..core.egress import EgressPolicy, EgressRefused
 from .s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 QEMU_IMG_TIMEOUT = 60
+#: qemu-img's limits: seconds of CPU and bytes of address space (it needs far less for a header).
+QEMU_IMG_CPU_SECONDS = 30
+QEMU_IMG_ADDRESS_SPACE = 1024 * 1024 * 1024
 PREFETCH_CHUNKS = 16
 
 
@@ -60,15 +78,24 @@ class ImportResult:
 ProgressFn = Callable[[int, int | None], None]
 
 
+def _qemu_img_limits() -> None:  # runs in the child before exec
+    resource.setrlimit(resource.RLIMIT_CPU, (QEMU_IMG_CPU_SECONDS, QEMU_IMG_CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_AS, (QEMU_IMG_ADDRESS_SPACE, QEMU_IMG_ADDRESS_SPACE))
+
+
 def qemu_img_info(head: bytes) -> dict:
-    """qemu-img's JSON for an image whose first bytes are ``head``."""
+    """qemu-img's JSON for an image whose first bytes are ``head``, read as the format its
+    magic bytes name (never probed by qemu-img), under resource limits."""
+    fmt = core.probe_format(head)
+    if fmt not in ("qcow2", "raw"):
+        return {"format": fmt}  # refused by judge_format, naming the format; qemu-img never parses it
     with tempfile.NamedTemporaryFile(prefix="stratus-image-head-") as tmp:
         tmp.write(head)
         tmp.flush()
         try:
             res = subprocess.run(
-                ["qemu-img", "info", "--output=json", tmp.name],
-                capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT,
+                ["qemu-img", "info", "-f", fmt, "--output=json", tmp.name],
+                capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, preexec_fn=_qemu_img_limits,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
             )
         except FileNotFoundError:
@@ -76,15 +103,88 @@ def qemu_img_info(head: bytes) -> dict:
         except subprocess.TimeoutExpired:
             raise core.ImportFailure("FormatUnreadable", "qemu-img took too long to read the image header") from None
     if res.returncode != 0:
-        raise core.ImportFailure("FormatUnreadable", "qemu-img could not read the image; is it a disk image?")
+        raise core.ImportFailure("FormatUnreadable", f"qemu-img could not read the image as {fmt}; is it a disk image?")
     return core.parse_qemu_img_info(res.stdout)
 
 
-def open_http(url: str, timeout: float = 30) -> tuple[Iterator[bytes], int | None]:
+@functools.cache
+def egress_policy() -> EgressPolicy:
+    return EgressPolicy.from_env()
+
+
+def _checked_connection(policy: EgressPolicy, address: tuple[str, int], timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
+                        source_address=None) -> socket.socket:
+    """socket.create_connection, but only to addresses the policy allows: every address
+    the name resolves to is checked (one refused address refuses the name), then the
+    connection goes to the checked address itself."""
+    host, port = address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        policy.check(sockaddr[0])
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"{host} resolves to no address")
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, policy: EgressPolicy, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = functools.partial(_checked_connection, policy)
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, policy: EgressPolicy, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = functools.partial(_checked_connection, policy)
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: EgressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_CheckedHTTPConnection, policy=self.policy), req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: EgressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def https_open(self, req):
+        return self.do_open(functools.partial(_CheckedHTTPSConnection, policy=self.policy), req,
+                            context=self._context)
+
+
+def opener(policy: EgressPolicy) -> urllib.request.OpenerDirector:
+    """An opener whose every connection (redirects too) obeys ``policy``; no env proxies."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _CheckedHTTPHandler(policy),
+                                       _CheckedHTTPSHandler(policy))
+
+
+def open_http(url: str, timeout: float = 30, policy: EgressPolicy | None = None) -> tuple[Iterator[bytes], int | None]:
     """The body of ``url`` as chunks and its length if the server said."""
     req = urllib.request.Request(url, headers={"User-Agent": "stratus-image-importer"})
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - http(s) only, by the schema
+        resp = opener(policy or egress_policy()).open(req, timeout=timeout)  # http(s) only, by the schema
+    except EgressRefused as exc:
+        raise core.ImportFailure(
+            "SourceRefused",
+            f"spec.source.http.url: {core.redact_url(url)} leads to an address in a range the operator does not fetch "
+            f"from ({exc.category}); serve the image from outside the cluster, or ask the cloud's operator to allow "
+            "that range (STRATUS_EGRESS_ALLOW_CIDRS)") from None
     except urllib.error.HTTPError as exc:
         raise core.http_failure(exc.code, url) from None
     except (urllib.error.URLError, OSError) as exc:
