@@ -132,7 +132,7 @@ def stratus_exporter(objs, runs):
     rss = current_rss_kib() - rss0
     text = m.exporter.scrape()
     scrape = best(m.exporter.scrape, runs)
-    port = m.exporter.serve(0)
+    port = m.exporter.serve(0, auth="none")  # loopback; authentication is not what this measures
     url = f"http://127.0.0.1:{port}/metrics"
     http = best(lambda: urllib.request.urlopen(url, timeout=30).read(), runs)
     m.exporter.shutdown()

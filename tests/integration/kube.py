@@ -42,6 +42,7 @@ class Kube:
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
 
     # Stratus objects -----------------------------------------------------------------
     def create(self, kind_plural: str, body: dict, namespace: str | None = None) -> dict:

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime
@@ -55,17 +56,27 @@ def metering(kube, operator, tmp_path_factory):
     }
     operator.stop()
     operator.start(env)
-    m = Metering(kube, operator, env, ledger, port, sys_ns)
+    # A scraper as Prometheus would be one: a ServiceAccount bound to stratus-metrics-reader.
+    kube.core.create_namespaced_service_account(sys_ns, {"metadata": {"name": "scraper"}})
+    kube.rbac.create_cluster_role_binding({
+        "metadata": {"name": f"{sys_ns}-scraper"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "stratus-metrics-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": sys_ns}]})
+    kube.core.create_namespaced_service_account(sys_ns, {"metadata": {"name": "nosy"}})
+    token = kube.core.create_namespaced_service_account_token("scraper", sys_ns, {"spec": {"expirationSeconds": 3600}}).status.token
+    m = Metering(kube, operator, env, ledger, port, sys_ns, token)
     wait_for(m.scrape, 60, what="/metrics to answer")
     yield m
     operator.stop()
     operator.start()
+    kube.rbac.delete_cluster_role_binding(f"{sys_ns}-scraper")
     kube.core.delete_namespace(sys_ns)
 
 
 class Metering:
-    def __init__(self, kube, operator, env, ledger: pathlib.Path, port: int, sys_ns: str):
+    def __init__(self, kube, operator, env, ledger: pathlib.Path, port: int, sys_ns: str, token: str):
         self.kube, self.operator, self.env, self.ledger, self.port, self.sys_ns = kube, operator, env, ledger, port, sys_ns
+        self.token = token
 
     def restart(self, kill: bool = True) -> None:
         self.operator.kill() if kill else self.operator.stop()
@@ -73,7 +84,9 @@ class Metering:
 
     def scrape(self) -> dict[tuple[str, tuple], float]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
                 text = r.read().decode()
         except OSError:
             return {}
@@ -156,6 +169,27 @@ def mid_interval() -> None:
 
 
 # --------------------------------------------------------------------------- the exporter
+
+
+def _status(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_metrics_answer_only_callers_allowed_to_get_them(kube, metering):
+    """Every tenant's object names are in /metrics: no token is 401, a token without the
+    stratus-metrics-reader binding is 403, a bad token is 401; only the scraper reads."""
+    url = f"http://127.0.0.1:{metering.port}/metrics"
+    nosy = kube.core.create_namespaced_service_account_token("nosy", metering.sys_ns,
+                                                             {"spec": {"expirationSeconds": 600}}).status.token
+    assert _status(url, None) == 401
+    assert _status(url, "not-a-token") == 401
+    assert _status(url, nosy) == 403
+    assert _status(url, metering.token) == 200
 
 
 def test_exporter_figures_match_the_cluster(kube, metering, namespace):

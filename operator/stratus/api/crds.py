@@ -34,6 +34,23 @@ SELECTABLE_FIELDS: dict[str, list[str]] = {
 }
 
 
+#: Every Stratus object's name labels the objects made for it (a label value is at most
+#: 63 characters), and some names become other names: refused by the API server itself.
+NAME_RULE = {
+    "rule": "self.metadata.name.size() <= 63",
+    "message": "metadata.name: at most 63 characters (the name labels the objects Stratus makes for it)",
+}
+DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ROOT_RULES: dict[str, list[dict]] = {
+    "Project": [{
+        "rule": f"(has(self.spec) && has(self.spec.namespace)) || self.metadata.name.matches('{DNS_LABEL}')",
+        "message": "metadata.name: without spec.namespace a Project's name is its namespace's name, so it must be a DNS "
+                   "label (lowercase letters, digits and '-', starting and ending with a letter or digit); "
+                   "or set spec.namespace",
+    }],
+}
+
+
 def _kind_modules() -> list[str]:
     import stratus.api as api
 
@@ -95,6 +112,7 @@ def crd_documents() -> list[dict]:
             if "status" in props:
                 props["status"].pop("default", None)
                 schema["required"] = [r for r in schema.get("required", []) if r != "status"]
+            schema["x-kubernetes-validations"] = [NAME_RULE, *ROOT_RULES.get(crd.kind, [])]
             if crd.kind in SELECTABLE_FIELDS:
                 version["selectableFields"] = [{"jsonPath": p} for p in SELECTABLE_FIELDS[crd.kind]]
         doc["spec"]["names"]["shortNames"] = sorted(doc["spec"]["names"]["shortNames"])

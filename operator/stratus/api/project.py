@@ -81,6 +81,20 @@ class Quota(BaseModel):
 
 
 class ProjectSpec(BaseModel):
+    # spec.namespace's own rule holds only while it is set; this one holds from unset too
+    # (setting it later would make a second namespace while members keep the first).
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.namespace) == has(oldSelf.namespace)",
+                    "message": "spec.namespace cannot be set or removed after the project is created; create a new project instead",
+                    "fieldPath": ".namespace",
+                }
+            ]
+        }
+    }
+
     description: str = Field("", max_length=1024, description="What the project is for.")
     enabled: bool = Field(True, description="A disabled project's members lose access; nothing is deleted.")
     namespace: LabelName | None = Field(

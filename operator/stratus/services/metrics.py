@@ -55,6 +55,7 @@ The server.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ from prometheus_client.registry import Collector
 
 from ..api.registry import GROUP, LABEL_PREFIX, VERSION
 from ..core.quantity import parse_bytes
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "KINDS",
@@ -467,6 +470,39 @@ def _while_running() -> frozenset[str]:
 _WHILE_RUNNING = _while_running()
 
 
+def metrics_auth(app):
+    """WSGI middleware: authenticate and authorise before the wrapped app runs."""
+    from kubernetes.client.rest import ApiException
+
+    from ..drivers import access
+
+    def reply(start_response, status: str, text: str, headers=()):
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+        return [text.encode()]
+
+    def wrapped(environ, start_response):
+        token = access.bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        if token is None:
+            return reply(start_response, "401 Unauthorized", "a bearer token is required\n",
+                         [("WWW-Authenticate", 'Bearer realm="stratus-metrics"')])
+        try:
+            caller = access.authenticate(token)
+            ok = caller is not None and access.allowed(caller, "get", path="/metrics")
+        except (ApiException, OSError) as exc:
+            log.warning("metrics: cannot review a caller: %s", getattr(exc, "reason", exc))
+            return reply(start_response, "503 Service Unavailable", "cannot reach the API server to authenticate\n")
+        if caller is None:
+            return reply(start_response, "401 Unauthorized", "the token was not accepted\n",
+                         [("WWW-Authenticate", 'Bearer realm="stratus-metrics"')])
+        if not ok:
+            return reply(start_response, "403 Forbidden", "not allowed to get /metrics (RBAC: nonResourceURLs /metrics, verb get)\n")
+        if environ.get("PATH_INFO", "/") not in ("/metrics", "/metrics/"):
+            return reply(start_response, "404 Not Found", "only /metrics is served here\n")
+        return app(environ, start_response)
+
+    return wrapped
+
+
 @dataclass
 class Exporter:
     """The registry with the index collector, the process collector and :class:`Health`."""
@@ -486,11 +522,39 @@ class Exporter:
 
         return generate_latest(self.registry)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve /metrics on a thread; returns the bound port."""
-        from prometheus_client import start_http_server
+    def serve(self, port: int, addr: str = "127.0.0.1", auth: str | None = None) -> int:
+        """Serve /metrics on a thread; returns the bound port. ``auth`` (default
+        ``$STRATUS_METRICS_AUTH`` or ``kubernetes``) is ``kubernetes``: a bearer token that
+        the API server authenticates (TokenReview) and authorises for ``get`` on the
+        non-resource URL ``/metrics`` (SubjectAccessReview), before anything is read; or
+        ``none``, allowed only on a loopback address (behind an authenticating proxy)."""
+        import ipaddress
+        import os
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        from prometheus_client import make_wsgi_app
+
+        auth = auth or os.environ.get("STRATUS_METRICS_AUTH") or "kubernetes"
+        if auth not in ("kubernetes", "none"):
+            raise ValueError(f"STRATUS_METRICS_AUTH: {auth!r} is neither 'kubernetes' nor 'none'")
+        if auth == "none" and not ipaddress.ip_address(addr).is_loopback:
+            raise ValueError(f"STRATUS_METRICS_AUTH=none needs a loopback bind address, not {addr}: "
+                             "unauthenticated metrics would list every tenant's objects")
+        app = make_wsgi_app(self.registry)
+        if auth == "kubernetes":
+            app = metrics_auth(app)
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:  # no access log (it would carry nothing useful)
+                pass
+
+        server = make_server(addr, port, app, Server, handler_class=Quiet)
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._server = (server, thread)
         return server.server_port
 
