@@ -19,7 +19,7 @@ def _refused(fn) -> str:
 
 def server(name: str) -> dict:
     return {"kind": "Server", "metadata": {"name": name},
-            "spec": {"flavor": "m1.small", "containerDisk": {"image": "quay.io/containerdisks/cirros:0.6"}}}
+            "spec": {"flavor": "m1.small", "containerDisk": "quay.io/containerdisks/cirros:0.6"}}
 
 
 def test_names_longer_than_a_label_value_are_refused(kube, crds, namespace):
