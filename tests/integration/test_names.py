@@ -53,3 +53,35 @@ def test_project_namespace_cannot_be_set_after_creation(kube, crds):
         assert "spec.namespace cannot be set or removed" in body
     finally:
         kube.delete("projects", name)
+
+
+@pytest.mark.parametrize("kind, body, field", [
+    ("volumes", {"metadata": {"name": "huge"}, "spec": {"size": "999999Pi"}}, "spec.size"),
+    ("volumes", {"metadata": {"name": "tiny"}, "spec": {"size": "1"}}, "spec.size"),
+    ("volumes", {"metadata": {"name": "me"}, "spec": {"size": "1Gi", "source": {"volume": "me"}}}, "spec.source.volume"),
+    ("servers", {"metadata": {"name": "twice"}, "spec": {"flavor": "m1.small", "containerDisk": "quay.io/containerdisks/cirros:0.6",
+                                                         "networks": [{"name": "a"}, {"name": "a"}]}}, "spec.networks"),
+    ("buckets", {"metadata": {"name": "ip"}, "spec": {"bucketClassName": "default", "bucketName": "192.168.1.10"}}, "spec.bucketName"),
+    ("buckets", {"metadata": {"name": "puny"}, "spec": {"bucketClassName": "default", "bucketName": "xn--bcher-kva"}}, "spec.bucketName"),
+])
+def test_values_the_world_cannot_hold_are_refused(kube, crds, namespace, kind, body, field):
+    body = {"kind": {"volumes": "Volume", "servers": "Server", "buckets": "Bucket"}[kind], **body}
+    message = _refused(lambda: kube.create(kind, body, namespace))
+    assert field in message, message
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"metadata": {"name": "onebyte"}, "spec": {"vcpus": 1, "ram": "1"}}, "spec.ram"),
+])
+def test_cluster_scoped_values_the_world_cannot_hold_are_refused(kube, crds, body, field):
+    message = _refused(lambda: kube.create("flavors", {"kind": "Flavor", **body}))
+    assert field in message, message
+
+
+def test_a_checksum_of_the_wrong_length_for_its_type_is_refused(kube, crds):
+    from stratus.api.baremetalnode import sample
+
+    node = sample(f"bmn-{uuid.uuid4().hex[:6]}",
+                  image={"url": "http://example.test/img.qcow2", "checksum": "a" * 64, "checksumType": "md5"})
+    message = _refused(lambda: kube.create("baremetalnodes", node))
+    assert "spec.image.checksum" in message, message

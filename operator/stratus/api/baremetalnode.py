@@ -101,6 +101,12 @@ class ImageSource(BaseModel):
                 {"rule": "has(self.name) != has(self.url)", "message": "spec.image: set exactly one of name (an Image) or url"},
                 {"rule": "!has(self.url) || has(self.checksum)", "message": "spec.image.checksum is required with spec.image.url"},
                 {"rule": "!has(self.name) || has(self.namespace)", "message": "spec.image.namespace is required with spec.image.name"},
+                {
+                    "rule": "!has(self.checksum) || self.checksum.size() == "
+                            "(self.checksumType == 'md5' ? 32 : self.checksumType == 'sha512' ? 128 : 64)",
+                    "message": "spec.image.checksum: its length does not match spec.image.checksumType "
+                               "(md5: 32 hex digits, sha256: 64, sha512: 128)",
+                },
             ]
         },
     }

@@ -47,7 +47,14 @@ class BucketSpec(BaseModel):
         None, min_length=3, max_length=63, pattern=S3_BUCKET_NAME,
         description="A fixed S3 bucket name; generated when unset.",
         json_schema_extra={"x-kubernetes-validations": [
-            {"rule": "self == oldSelf", "message": _IMMUTABLE.format(field="spec.bucketName")}]},
+            {"rule": "self == oldSelf", "message": _IMMUTABLE.format(field="spec.bucketName")},
+            {"rule": "!self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')",
+             "message": "spec.bucketName: S3 refuses bucket names formatted like an IP address"},
+            {"rule": "!self.startsWith('xn--') && !self.startsWith('sthree-') && !self.endsWith('-s3alias') "
+                     "&& !self.endsWith('--ol-s3') && !self.contains('..')",
+             "message": "spec.bucketName: S3 refuses names that start with xn-- or sthree-, end with -s3alias "
+                        "or --ol-s3, or hold two dots in a row"},
+        ]},
     )
     versioning: bool = Field(False, description="Keep every version of every object.")
     lifecycle: Lifecycle | None = Field(None, description="Expire objects after some days.")

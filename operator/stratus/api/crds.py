@@ -42,6 +42,11 @@ NAME_RULE = {
 }
 DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ROOT_RULES: dict[str, list[dict]] = {
+    "Volume": [{
+        "rule": "!has(self.spec) || !has(self.spec.source) || !has(self.spec.source.volume) "
+                "|| self.spec.source.volume != self.metadata.name",
+        "message": "spec.source.volume: a volume cannot be cloned from itself; name another Volume",
+    }],
     "Project": [{
         "rule": f"(has(self.spec) && has(self.spec.namespace)) || self.metadata.name.matches('{DNS_LABEL}')",
         "message": "metadata.name: without spec.namespace a Project's name is its namespace's name, so it must be a DNS "

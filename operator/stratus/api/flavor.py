@@ -36,7 +36,16 @@ class FlavorSpec(BaseModel):
     }
 
     vcpus: int = Field(..., ge=1, le=1024, description="Number of virtual CPUs.")
-    ram: Quantity = Field(..., description="Guest memory, e.g. \"4Gi\".")
+    ram: Quantity = Field(
+        ...,
+        description="Guest memory, e.g. \"4Gi\" (64Mi to 16Ti).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "quantity(self).compareTo(quantity('64Mi')) >= 0 && quantity(self).compareTo(quantity('16Ti')) <= 0",
+                 "message": "spec.ram: between 64Mi and 16Ti (a quantity such as 4Gi; a bare number is bytes)"}
+            ]
+        },
+    )
     disk: Quantity = Field("10Gi", description="Root disk size, e.g. \"20Gi\".")
     ephemeral: Quantity | None = Field(None, description="Size of an extra ephemeral disk, if any.")
     extra_specs: dict[str, t.Annotated[str, Field(max_length=255)]] = Field(

@@ -115,7 +115,8 @@ class ServerSpec(BaseModel):
     networks: list[Network] = Field(
         default_factory=list,
         max_length=16,
-        description="Multus networks to join; empty means the pod network only.",
+        description="Multus networks to join; empty means the pod network only. Each network appears once.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     server_group: ObjectName | None = Field(
         None,

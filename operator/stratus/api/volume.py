@@ -55,7 +55,11 @@ class VolumeSpec(BaseModel):
                 {
                     "rule": "quantity(self).compareTo(quantity(oldSelf)) >= 0",
                     "message": "spec.size cannot shrink; create a smaller volume and copy the data instead",
-                }
+                },
+                {
+                    "rule": "quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('1Pi')) <= 0",
+                    "message": "spec.size: between 1Mi and 1Pi",
+                },
             ]
         },
     )
