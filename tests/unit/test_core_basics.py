@@ -67,3 +67,19 @@ def test_keypair_fingerprints_match_openssh():
     assert md5.count(":") == 15
     with pytest.raises(ValueError, match="spec.publicKey"):
         fingerprints("ssh-ed25519 AAAAnotakey")
+
+
+@pytest.mark.parametrize("bits, accepted", [(1024, False), (2047, False), (2048, True), (3072, True)])
+def test_rsa_keys_under_2048_bits_are_refused_as_weak(bits, accepted):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from stratus.controllers.keypair import WeakKey, fingerprints
+
+    pub = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    if accepted:
+        assert fingerprints(pub)[0] == "ssh-rsa"
+    else:
+        with pytest.raises(WeakKey, match=f"{bits}-bit RSA key"):
+            fingerprints(pub)

@@ -7,6 +7,7 @@ import hashlib
 
 import kopf
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..api.keypair import KeyPair
 from ..api.registry import GROUP, VERSION
@@ -14,13 +15,25 @@ from ..core.conditions import set_condition
 from ..drivers import kube
 
 
+#: The smallest RSA modulus accepted (NIST SP 800-131A: 1024-bit RSA is disallowed).
+MIN_RSA_BITS = 2048
+
+
+class WeakKey(ValueError):
+    """The key parses but is too weak to accept."""
+
+
 def fingerprints(public_key: str) -> tuple[str, str, str]:
     """(key type, MD5 colon hex, SHA256 base64) of an OpenSSH public key line.
-    Raises ValueError with a human message when the key does not parse."""
+    Raises ValueError with a human message when the key does not parse, WeakKey when it
+    is an RSA key under MIN_RSA_BITS."""
     try:
-        serialization.load_ssh_public_key(public_key.strip().encode())
+        key = serialization.load_ssh_public_key(public_key.strip().encode())
     except (ValueError, TypeError) as exc:
         raise ValueError(f"spec.publicKey is not a valid OpenSSH public key: {exc}") from exc
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise WeakKey(f"spec.publicKey is a {key.key_size}-bit RSA key, too weak to accept (at least {MIN_RSA_BITS} bits); "
+                      "make a new one with ssh-keygen -t ed25519 (or -t rsa -b 4096)")
     key_type, blob_b64 = public_key.split()[:2]
     blob = base64.b64decode(blob_b64)
     md5 = hashlib.md5(blob, usedforsecurity=False).hexdigest()
@@ -37,6 +50,9 @@ def reconcile_keypair(body, patch, **_) -> None:
     conditions = body.get("status", {}).get("conditions")
     try:
         key_type, md5, sha = fingerprints(kp.spec.public_key)
+    except WeakKey as exc:
+        patch.status.update(phase="Invalid", fingerprint="", fingerprintSha256="", keyType="")
+        patch.status["conditions"] = set_condition(conditions, "Ready", False, "WeakPublicKey", str(exc), generation)
     except ValueError as exc:
         patch.status.update(phase="Invalid", fingerprint="", fingerprintSha256="", keyType="")
         patch.status["conditions"] = set_condition(
