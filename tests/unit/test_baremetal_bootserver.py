@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
+import http.client
+import urllib.parse
 
 import pytest
 
@@ -65,14 +65,20 @@ def test_table_register_replace_unregister():
     assert server.config_for("bm0") is None
 
 
-def _call(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+def _call(method: str, url: str, token: str | None = None, body: dict | None = None, source: str = "127.0.0.1") -> tuple[int, str]:
+    """An HTTP request from the loopback address ``source`` (a second address plays another machine)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5, source_address=(source, 0))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if body is not None else None
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        with urllib.request.urlopen(req, timeout=5) as rsp:
-            return rsp.status, rsp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=data, headers=headers)
+        rsp = conn.getresponse()
+        return rsp.status, rsp.read().decode()
+    finally:
+        conn.close()
 
 
 def test_http_endpoints_and_callback_authentication():
@@ -121,16 +127,80 @@ def test_user_data_is_served_to_the_node_with_its_token_only():
         try:
             cfg = bs.BootConfig(**{**CFG.__dict__, "user_data": True})
             server.register(cfg)
-            script = server.script_for(cfg.mac)
-            url = f"{server.base_url}/v1/nodes/bm0/user-data?attempt=2"
-            assert f"stratus.user_data_url={url}" in script
             call = lambda *a: asyncio.to_thread(_call, *a)  # noqa: E731
+            code, script = await call("GET", f"{server.base_url}/ipxe/{cfg.mac}")  # the machine fetches its script
+            url = f"{server.base_url}/v1/nodes/bm0/user-data?attempt=2"
+            assert code == 200 and f"stratus.user_data_url={url}" in script
             assert (await call("GET", url, "wrong"))[0] == 403
             code, text = await call("GET", url, server.token("uid-1", 2))
             assert code == 200 and text == "#cloud-config\nhostname: bm0\n"
             server.register(CFG)  # no user data Secret: nothing to serve, and no URL in the script
             assert "user_data_url" not in server.script_for(CFG.mac)
             assert (await call("GET", url, server.token("uid-1", 2)))[0] == 404
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_the_token_is_bound_to_the_address_that_fetched_the_script_and_a_second_address_voids_it():
+    """Knowing a MAC is not enough: the callback is refused from any other address than the
+    one the script went to, and a second address asking for the script kills the attempt's
+    token (the controller is told and starts over)."""
+    reports: list[bs.Report] = []
+    refetches: list[tuple] = []
+
+    async def on_callback(report: bs.Report) -> bool:
+        reports.append(report)
+        return True
+
+    async def on_refetch(node: str, attempt: int, first: str, second: str) -> None:
+        refetches.append((node, attempt, first, second))
+
+    async def main() -> None:
+        server = bs.BootServer(bs.Settings(http_port=free_port(), key=b"key"), on_callback=on_callback, on_refetch=on_refetch)
+        await server.start()
+        base = server.base_url
+        call = lambda *a, **kw: asyncio.to_thread(_call, *a, **kw)  # noqa: E731
+        try:
+            server.register(CFG)
+            url = f"{base}/v1/nodes/bm0/callback?attempt=2"
+            token = server.token("uid-1", 2)
+            # before anyone fetched the script, the token opens nothing
+            assert (await call("POST", url, token, {}))[0] == 403
+            code, text = await call("GET", f"{base}/ipxe/{CFG.mac}", source="127.0.0.1")
+            assert code == 200 and f"stratus.token={token}" in text
+            server.register(CFG)  # a reconcile registers the attempt again: the claim stays
+            assert (await call("GET", f"{base}/ipxe/{CFG.mac}", source="127.0.0.1"))[0] == 200  # iPXE retries
+            assert (await call("POST", url, token, {}, source="127.0.0.3"))[0] == 403  # the token, from elsewhere
+            assert not reports
+            # another machine asks for the script: the attempt is voided, for everyone
+            code, text = await call("GET", f"{base}/ipxe/{CFG.mac}", source="127.0.0.3")
+            assert code == 404 and "stratus.token" not in text
+            assert refetches == [("bm0", 2, "127.0.0.1", "127.0.0.3")]
+            assert (await call("POST", url, token, {}, source="127.0.0.1"))[0] == 403
+            assert (await call("GET", f"{base}/ipxe/{CFG.mac}", source="127.0.0.1"))[0] == 404
+            assert not reports
+            # the next attempt starts clean
+            server.register(bs.BootConfig(**{**CFG.__dict__, "attempt": 3}))
+            assert (await call("GET", f"{base}/ipxe/{CFG.mac}", source="127.0.0.1"))[0] == 200
+            assert (await call("POST", f"{base}/v1/nodes/bm0/callback?attempt=3", server.token("uid-1", 3), {}))[0] == 200
+            assert reports == [bs.Report("bm0", 3, True, "")]
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_allowed_sources_restrict_the_script_to_the_provisioning_address():
+    async def main() -> None:
+        server = bs.BootServer(bs.Settings(http_port=free_port(), key=b"key"))
+        await server.start()
+        call = lambda *a, **kw: asyncio.to_thread(_call, *a, **kw)  # noqa: E731
+        try:
+            server.register(bs.BootConfig(**{**CFG.__dict__, "allowed_sources": ("127.0.0.5/32",)}))
+            assert (await call("GET", f"{server.base_url}/ipxe/{CFG.mac}", source="127.0.0.1"))[0] == 404
+            assert (await call("GET", f"{server.base_url}/ipxe/{CFG.mac}", source="127.0.0.5"))[0] == 200
         finally:
             await server.stop()
 

@@ -180,6 +180,14 @@ async def _record_callback(report: bs.Report) -> bool:
     return patched is not None
 
 
+async def _record_refetch(node: str, attempt: int, first: str, second: str) -> None:
+    """A second address asked for the node's script: the attempt's token is dead, so the
+    attempt ends as a failed boot (the state machine retries with a new token)."""
+    await _record_callback(bs.Report(node, attempt, False,
+                                     f"the boot script of attempt {attempt} was asked for by {second} after {first} had it; "
+                                     "attempt voided (is another machine using this node's MAC address?)"))
+
+
 async def _user_data(node: str) -> str | None:
     """The node's user data (Secret key `userData`), read when its ramdisk asks."""
 
@@ -203,7 +211,7 @@ async def start_baremetal(logger, **_) -> None:
     global _config, _boot
     _config = Config.from_env()
     settings = bs.Settings.from_env()
-    _boot = bs.BootServer(settings, on_callback=_record_callback, user_data=_user_data)
+    _boot = bs.BootServer(settings, on_callback=_record_callback, user_data=_user_data, on_refetch=_record_refetch)
     try:
         await _boot.start()
     except OSError as err:  # a taken port must not stop the operator's other work

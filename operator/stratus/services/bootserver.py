@@ -27,6 +27,18 @@ first boot::
 Design decisions
 ================
 
+* A machine has no secret of its own when it PXE-boots, so the per-node script (which
+  carries the attempt's token) is handed out once per provisioning attempt and the token
+  is bound to whoever received it: the first ``GET /ipxe/<mac>`` of an attempt claims it
+  for the requester's address; the same address may fetch it again (iPXE retries), the
+  callback and user data are answered only to that address, and a fetch from any other
+  address voids the attempt (its token is refused from then on, the controller is told
+  through ``on_refetch`` and starts over with a new token). Knowing a MAC address is
+  therefore not enough: whoever races the real machine for the script gets a token that
+  dies when the machine asks for its script. Where the provisioning network is not
+  isolated, ``BootConfig.allowed_sources`` (the node's known provisioning addresses)
+  restricts the script to them outright.
+
 * The script table is in memory and rebuilt by the controller: every reconcile of a node
   waiting for its callback registers its script again (idempotent), so an operator
   restart loses nothing a machine needs.
@@ -54,6 +66,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -116,6 +129,9 @@ class BootConfig:
     uefi: bool = True
     root_hints: dict[str, Any] = dataclasses.field(default_factory=dict)
     user_data: bool = False  # the node has a user data Secret, served to its ramdisk
+    served_to: str = ""  # the address this attempt's script went to ("" until fetched)
+    voided: bool = False  # a second address asked for the script: the attempt's token is dead
+    allowed_sources: tuple[str, ...] = ()  # CIDRs the script may be served to (empty: any)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +172,14 @@ def render_script(cfg: BootConfig, base_url: str, kernel: str, initrd: str, toke
     ])
 
 
+def _in_any(address: str, cidrs: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
 CHAIN_SCRIPT = "#!ipxe\n# Stratus: fetch this machine's script by its MAC address\nchain {base}/ipxe/${{net0/mac}}\n"
 
 
@@ -163,10 +187,12 @@ class BootServer:
     """The HTTP (and optional TFTP) endpoints; one per operator process."""
 
     def __init__(self, settings: Settings, on_callback: Callable[[Report], Awaitable[bool]] | None = None,
-                 user_data: Callable[[str], Awaitable[str | None]] | None = None):
+                 user_data: Callable[[str], Awaitable[str | None]] | None = None,
+                 on_refetch: Callable[[str, int, str, str], Awaitable[None]] | None = None):
         self.settings = settings
         self.on_callback = on_callback
         self.user_data = user_data
+        self.on_refetch = on_refetch
         self._configs: dict[str, BootConfig] = {}  # by MAC
         self._by_node: dict[str, str] = {}  # node -> MAC
         self._runner: Any = None
@@ -185,8 +211,13 @@ class BootServer:
         return make_token(self.settings.key, uid, attempt)
 
     def register(self, cfg: BootConfig) -> None:
+        """Add or refresh a node's attempt. Registering the same attempt again (every
+        reconcile does) keeps who claimed its script and whether it was voided."""
         mac = normalize_mac(cfg.mac)
         old = self._by_node.get(cfg.node)
+        previous = self._configs.get(old) if old else None
+        if previous and (previous.uid, previous.attempt) == (cfg.uid, cfg.attempt) and not cfg.served_to:
+            cfg = dataclasses.replace(cfg, served_to=previous.served_to, voided=previous.voided or cfg.voided)
         if old and old != mac:
             self._configs.pop(old, None)
         self._configs[mac] = dataclasses.replace(cfg, mac=mac)
@@ -200,6 +231,26 @@ class BootServer:
     def config_for(self, node: str) -> BootConfig | None:
         mac = self._by_node.get(node)
         return self._configs.get(mac) if mac else None
+
+    def claim(self, mac: str, source: str) -> tuple[BootConfig | None, str]:
+        """Who may have this MAC's script: (config, "") when ``source`` may, else
+        (config or None, why not). The first fetch of an attempt claims it for ``source``."""
+        mac = normalize_mac(mac)
+        cfg = self._configs.get(mac)
+        if cfg is None:
+            return None, "no provisioning for this machine"
+        if cfg.voided:
+            return cfg, "this provisioning attempt was voided"
+        if cfg.allowed_sources and not _in_any(source, cfg.allowed_sources):
+            return cfg, "not from the machine's provisioning address"
+        if not cfg.served_to:
+            cfg = dataclasses.replace(cfg, served_to=source)
+            self._configs[mac] = cfg
+            return cfg, ""
+        if cfg.served_to == source:
+            return cfg, ""
+        self._configs[mac] = dataclasses.replace(cfg, voided=True)
+        return cfg, "the script of this attempt went to another address; the attempt is voided"
 
     def script_for(self, mac: str) -> str | None:
         cfg = self._configs.get(normalize_mac(mac))
@@ -220,14 +271,20 @@ class BootServer:
 
         async def script(request: web.Request) -> web.Response:
             self.requests += 1
+            source = request.remote or ""
             try:
-                text = self.script_for(request.match_info["mac"])
+                cfg, refused = self.claim(request.match_info["mac"], source)
             except ValueError:
                 return web.Response(status=400, text="not a MAC address\n")
-            if text is None:
+            if refused:
+                if cfg is not None and cfg.served_to and cfg.served_to != source and self.on_refetch is not None:
+                    log.warning("node %s attempt %d: script asked for by %s after %s; attempt voided",
+                                cfg.node, cfg.attempt, source, cfg.served_to)
+                    await self.on_refetch(cfg.node, cfg.attempt, cfg.served_to, source)
+                # The same answer whatever the reason: nothing here tells a prober which MACs are known.
                 return web.Response(status=404, text="#!ipxe\necho no provisioning for this machine; booting locally\nexit 1\n",
                                     content_type="text/plain")
-            return web.Response(text=text, content_type="text/plain")
+            return web.Response(text=self.script_for(request.match_info["mac"]) or "", content_type="text/plain")
 
         def authorized(request: web.Request) -> tuple[BootConfig | None, web.Response | None]:
             node = request.match_info["node"]
@@ -238,7 +295,8 @@ class BootServer:
                 return None, web.json_response({"error": "attempt must be a number"}, status=400)
             auth = request.headers.get("Authorization", "")
             given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-            if cfg is None or cfg.attempt != attempt or not hmac.compare_digest(given, self.token(cfg.uid, attempt)):
+            bound = cfg is not None and not cfg.voided and cfg.served_to != "" and cfg.served_to == (request.remote or "")
+            if cfg is None or cfg.attempt != attempt or not bound or not hmac.compare_digest(given, self.token(cfg.uid, attempt)):
                 log.warning("request of node %s attempt %s refused (no such provisioning or bad token)", node, attempt)
                 return None, web.json_response({"error": "unknown node, stale attempt or bad token"}, status=403)
             return cfg, None
