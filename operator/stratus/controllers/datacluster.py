@@ -34,7 +34,7 @@ def _write(body: dict, status: dict) -> dict:
 
 
 def _pods(namespace: str, name: str) -> list[dict]:
-    return kube.list_pods(namespace, f"{dp.CLUSTER_LABEL}={name},{dp.ENGINE_LABEL}")
+    return kube.list_pods(namespace, f"{dp.CLUSTER_LABEL}={name},{dp.GROUP_LABEL}")
 
 
 def _create_pod(pod: dict) -> None:

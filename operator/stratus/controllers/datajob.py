@@ -22,6 +22,7 @@ from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import dataprocessing as dp
 from ..core.conditions import now, set_condition
 from ..drivers import kube, spark
+from . import bucket as bucket_ctl
 from .status import write_status
 
 POLL = float(os.environ.get("STRATUS_DATA_POLL", "3"))
@@ -52,6 +53,21 @@ def _buckets(namespace: str, spec: dict) -> tuple[list[dict], dict[str, str]]:
     return found, names
 
 
+def _check_application(spec: dict, buckets: list[dict]) -> None:
+    """An application object in a Bucket must exist before the first submission."""
+    app = spec["application"]
+    if not app.get("bucket"):
+        return
+    bucket = next(b for b in buckets if b["metadata"]["name"] == app["bucket"])
+    try:
+        _, store = bucket_ctl.store_for_class(bucket["spec"]["bucketClassName"])
+        info = store.stat_object(bucket["status"]["bucketName"], app["key"])
+    except Exception as exc:  # noqa: BLE001 - an unreachable store is waited on, not a crash
+        raise Waiting("ApplicationUnverifiable", f"could not look up spec.application.key in Bucket {app['bucket']!r}: {type(exc).__name__}") from None
+    if info is None:
+        raise Waiting("ApplicationNotFound", f"spec.application.key {app['key']!r} does not exist in Bucket {app['bucket']!r}; upload it or fix the key")
+
+
 def _seconds_since(ts: str) -> float:
     t = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     return (datetime.datetime.now(datetime.timezone.utc) - t).total_seconds()
@@ -77,6 +93,8 @@ def sync(body: dict) -> dict:
         if cluster is None:
             raise Waiting("ClusterNotFound", f"spec.clusterName: DataCluster {spec['clusterName']!r} does not exist in this namespace; create it or fix the name")
         buckets, bucket_names = _buckets(ns, spec)
+        if not attempts:
+            _check_application(spec, buckets)
     except Waiting as exc:
         if not attempts:
             status.update(phase=dp.JobPhase.PENDING, conditions=set_condition(conditions, "Ready", False, exc.reason, exc.message, generation))
