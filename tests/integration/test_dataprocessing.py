@@ -209,7 +209,7 @@ def test_program_from_a_bucket_waits_until_it_exists(kube, spark_ns, s3_client):
     job = wait_for(lambda: _final(kube, spark_ns, "from-bucket"), 300, interval=1, what="the job from the bucket to end")
     assert job["status"]["phase"] == "SUCCEEDED", job["status"]
     out = client.get_object(Bucket=config["BUCKET_NAME"], Key="out2/part-00000")["Body"].read().decode()
-    assert "lazy\t4" in out.splitlines()
+    assert "lazy\t3" in out.splitlines()
 
 
 def test_failing_job_reports_the_exception(kube, spark_ns):
