@@ -98,6 +98,7 @@ class DataClusterStatus(StatusBase):
     node_groups: list[GroupStatus] = Field(default_factory=list, description="Ready and desired nodes per group.")
     workers: str = Field("", description="Ready/desired workers, for kubectl get.")
     cores: int = Field(0, description="Cores the registered workers offer.")
+    nodes: int = Field(0, description="Nodes up (the master answering plus registered workers); what metering counts.")
 
 
 class DataCluster(

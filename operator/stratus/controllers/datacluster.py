@@ -156,6 +156,7 @@ def sync(body: dict) -> dict:
         "nodeGroups": [{"name": g["name"], "role": g["role"], "desired": desired[g["name"]], "ready": ready[g["name"]]} for g in groups],
         "workers": f"{workers_ready}/{workers_desired}",
         "cores": int((master_json or {}).get("cores") or 0),
+        "nodes": sum(ready.values()),
     }
     _write(body, status)
     return status
