@@ -26,7 +26,7 @@ os.environ.setdefault("STRATUS_DATA_POLL", "1")
 
 FLAVOR = "spark.tiny"
 CLUSTER = "spark"
-SPARK_START = 240  # JVMs on 2 shared cores
+SPARK_START = 420  # JVMs on 2 cores shared with other work
 
 WORDCOUNT = """\
 import sys
@@ -166,8 +166,8 @@ def test_word_count_reads_and_writes_the_bucket_over_s3a(kube, spark_ns, s3_clie
     _job(kube, spark_ns, "wordcount", WORDCOUNT, args=["{words}", "{counts}"],
          inputs=[{"name": "words", "bucket": "data", "path": "in/"}],
          outputs=[{"name": "counts", "bucket": "data", "path": "out/"}],
-         executor={"instances": 2, "cores": 1, "memory": "512Mi"})
-    job = wait_for(lambda: _final(kube, spark_ns, "wordcount"), 300, interval=1, what="the word count to end")
+         executor={"instances": 1, "cores": 1, "memory": "512Mi"})
+    job = wait_for(lambda: _final(kube, spark_ns, "wordcount"), 600, interval=1, what="the word count to end")
     st = job["status"]
     assert st["phase"] == "SUCCEEDED", st
     assert st["applicationId"].startswith("app-") and st["attempt"] == 1
@@ -206,7 +206,7 @@ def test_program_from_a_bucket_waits_until_it_exists(kube, spark_ns, s3_client):
         kube.get("datajobs", "from-bucket", spark_ns) or {}), 60, what="ApplicationNotFound")
     assert job["status"]["phase"] == "PENDING" and "spec.application.key" in kube.condition(job)["message"]
     client.put_object(Bucket=config["BUCKET_NAME"], Key="jobs/wc.py", Body=WORDCOUNT.encode())
-    job = wait_for(lambda: _final(kube, spark_ns, "from-bucket"), 300, interval=1, what="the job from the bucket to end")
+    job = wait_for(lambda: _final(kube, spark_ns, "from-bucket"), 600, interval=1, what="the job from the bucket to end")
     assert job["status"]["phase"] == "SUCCEEDED", job["status"]
     out = client.get_object(Bucket=config["BUCKET_NAME"], Key="out2/part-00000")["Body"].read().decode()
     assert "lazy\t3" in out.splitlines()
@@ -214,7 +214,7 @@ def test_program_from_a_bucket_waits_until_it_exists(kube, spark_ns, s3_client):
 
 def test_failing_job_reports_the_exception(kube, spark_ns):
     _job(kube, spark_ns, "failing", FAILING)
-    job = wait_for(lambda: _final(kube, spark_ns, "failing"), 300, interval=1, what="the failing job to end")
+    job = wait_for(lambda: _final(kube, spark_ns, "failing"), 600, interval=1, what="the failing job to end")
     st = job["status"]
     assert st["phase"] == "FAILED", st
     assert "ValueError: no usable rows among 10: the input table is empty" in st["reason"]
@@ -224,11 +224,11 @@ def test_failing_job_reports_the_exception(kube, spark_ns):
 
 def test_operator_restart_mid_job_neither_loses_nor_resubmits(kube, spark_ns, operator):
     _job(kube, spark_ns, "slow", SLOW)
-    wait_for(lambda: (kube.get("datajobs", "slow", spark_ns) or {}).get("status", {}).get("applicationId"), 180, interval=1,
+    wait_for(lambda: (kube.get("datajobs", "slow", spark_ns) or {}).get("status", {}).get("applicationId"), 420, interval=1,
              what="the slow job to run")
     operator.kill()
     operator.start()
-    job = wait_for(lambda: _final(kube, spark_ns, "slow"), 300, interval=1, what="the slow job to end after the restart")
+    job = wait_for(lambda: _final(kube, spark_ns, "slow"), 600, interval=1, what="the slow job to end after the restart")
     assert job["status"]["phase"] == "SUCCEEDED" and job["status"]["attempt"] == 1
     pods = kube.core.list_namespaced_pod(spark_ns, label_selector="stratus.dev/datajob=slow").items
     assert [p.metadata.name for p in pods] == ["slow-driver-1"]

@@ -57,7 +57,7 @@ class ExecutorSize(BaseModel):
     memory: Quantity = Field("512Mi", description="Heap per executor.")
 
 
-_CONF_KEY = r"^spark\.[A-Za-z0-9_.-]+$"
+_CONF_KEY = r"^spark[.][A-Za-z0-9_.-]+$"
 
 
 class DataJobSpec(BaseModel):
