@@ -5,7 +5,7 @@ Pods' containers as real Spark daemons. The tests run in file order: the cluster
 Active with both workers registered with the master (read from the master itself); a PySpark
 word count reads three objects of a Bucket over s3a and writes the counts back; a failing job
 reports FAILED with the exception's message; a job survives an operator restart without being
-submitted twice; the worker group scales 2 -> 3 -> 1; deleting the DataCluster stops every
+submitted twice; a schedule runs jobs on time and keeps its history limit; the worker group scales 2 -> 3 -> 1; deleting the DataCluster stops every
 Spark process it started.
 """
 
@@ -235,6 +235,35 @@ def test_operator_restart_mid_job_neither_loses_nor_resubmits(kube, spark_ns, op
     master = _master(_cluster(kube, spark_ns)["status"]["webUi"])
     apps = [a for a in master["activeapps"] + master["completedapps"] if a["name"].startswith(f"{spark_ns}.slow.")]
     assert len(apps) == 1
+
+
+def test_scheduled_job_runs_on_time_and_keeps_its_history_limit(kube, spark_ns):
+    import datetime
+
+    kube.create("datajobschedules", {"kind": "DataJobSchedule", "metadata": {"name": "tick"}, "spec": {
+        "schedule": "* * * * *", "successfulRunsHistoryLimit": 1,
+        "template": {"clusterName": CLUSTER, "application": {"inline": "print('tick')\n"}}}}, spark_ns)
+
+    def runs():
+        return kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", spark_ns, "datajobs",
+                                                         label_selector="stratus.dev/datajobschedule=tick")["items"]
+
+    first = wait_for(lambda: next(iter(runs()), None), 120, interval=1, what="the first scheduled run")
+    scheduled = datetime.datetime.fromisoformat(first["metadata"]["annotations"]["stratus.dev/scheduled-time"].replace("Z", "+00:00"))
+    created = datetime.datetime.fromisoformat(first["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    assert scheduled.second == 0 and 0 <= (created - scheduled).total_seconds() < 15  # on time
+    wait_for(lambda: _final(kube, spark_ns, first["metadata"]["name"]), 600, interval=1, what="the first run to end")
+    # A later run succeeds and, with a history limit of 1, the first one is deleted.
+    def rotated():
+        items = runs()
+        done = [r for r in items if (r.get("status") or {}).get("phase") == "SUCCEEDED"]
+        return items if done and first["metadata"]["name"] not in {r["metadata"]["name"] for r in items} else None
+    items = wait_for(rotated, 600, interval=2, what="a second run to succeed and the first to be deleted")
+    assert sum(1 for r in items if (r.get("status") or {}).get("phase") == "SUCCEEDED") == 1
+    sched = kube.get("datajobschedules", "tick", spark_ns)
+    assert sched["status"]["phase"] == "Scheduled" and sched["status"]["nextScheduleTime"]
+    kube.patch("datajobschedules", "tick", {"spec": {"suspend": True}}, spark_ns)
+    wait_for(lambda: kube.get("datajobschedules", "tick", spark_ns)["status"]["phase"] == "Suspended", 60, what="Suspended")
 
 
 def _scale(kube, ns, workers: int) -> None:

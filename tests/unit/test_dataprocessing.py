@@ -222,3 +222,56 @@ def test_find_application_by_name():
     assert dp.find_application(master, "ns.j.1")["id"] == "app-1"
     assert dp.find_application(master, "ns.j.2")["id"] == "app-2"
     assert dp.find_application(None, "x") is None
+
+
+# ---------------------------------------------------------------------------- schedules
+
+import datetime as _dt  # noqa: E402
+
+
+def _t(text: str) -> float:
+    return _dt.datetime.fromisoformat(text).replace(tzinfo=_dt.timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("expression, ok", [("*/5 * * * *", True), ("0 3 * * 1-5", True), ("* * *", False), ("61 * * * *", False), ("@hourly", False)])
+def test_check_schedule(expression, ok):
+    if ok:
+        dp.check_schedule(expression)
+    else:
+        with pytest.raises(dp.Invalid, match="spec.schedule"):
+            dp.check_schedule(expression)
+
+
+@pytest.mark.parametrize("after, until, due, nxt", [
+    ("2026-12-03 10:00:30", "2026-12-03 10:03:59", "2026-12-03 10:02:00", "2026-12-03 10:04:00"),  # one due
+    ("2026-12-03 10:00:30", "2026-12-03 10:01:59", None, "2026-12-03 10:02:00"),  # none due yet
+    ("2026-12-03 09:00:00", "2026-12-03 10:05:00", "2026-12-03 10:04:00", "2026-12-03 10:06:00"),  # missed: only the latest
+])
+def test_schedule_times(after, until, due, nxt):
+    got_due, got_next = dp.schedule_times("*/2 * * * *", _t(after), _t(until))
+    assert got_due == (_t(due) if due else None) and got_next == _t(nxt)
+
+
+def _run(name, phase="", created="2026-12-03T10:00:00Z"):
+    return {"metadata": {"name": name, "creationTimestamp": created}, "status": {"phase": phase} if phase else {}}
+
+
+DUE = _t("2026-12-03 10:02:00")
+DUE_NAME = dp.run_name("nightly", DUE)
+
+
+@pytest.mark.parametrize("name, kwargs, create, delete, skipped", [
+    ("due, nothing active", dict(runs=[]), DUE_NAME, (), False),
+    ("already made (restart)", dict(runs=[_run(DUE_NAME, "RUNNING")]), None, (), False),
+    ("forbid while active", dict(runs=[_run("nightly-1", "RUNNING")]), None, (), True),
+    ("allow overlaps", dict(runs=[_run("nightly-1", "RUNNING")], policy="Allow"), DUE_NAME, (), False),
+    ("replace kills the active", dict(runs=[_run("nightly-1", "RUNNING")], policy="Replace"), DUE_NAME, ("nightly-1",), False),
+    ("suspended", dict(runs=[], suspend=True), None, (), False),
+    ("history limits, oldest go", dict(due=None, runs=[
+        _run("n-1", "SUCCEEDED", "2026-12-03T10:01:00Z"), _run("n-2", "SUCCEEDED", "2026-12-03T10:02:00Z"),
+        _run("n-3", "FAILED", "2026-12-03T10:03:00Z"), _run("n-4", "KILLED", "2026-12-03T10:04:00Z")]), None, ("n-1", "n-3"), False),
+])
+def test_decide_schedule(name, kwargs, create, delete, skipped):
+    args = dict(name="nightly", due=DUE, policy="Forbid", suspend=False, keep_succeeded=1, keep_failed=1) | kwargs
+    d = dp.decide_schedule(**args)
+    assert (d.create, d.delete, d.skipped) == (create, delete, skipped), name

@@ -529,3 +529,66 @@ def find_application(master_json: dict | None, name: str) -> dict | None:
 
 def log_tail(message: str, lines: int = 20) -> str:
     return "\n".join(message.splitlines()[-lines:])[-4000:]
+
+
+# ---------------------------------------------------------------------------- schedules
+
+SCHEDULE_LABEL = "stratus.dev/datajobschedule"
+SCHEDULED_TIME_ANNOTATION = "stratus.dev/scheduled-time"
+
+
+def check_schedule(expression: str) -> None:
+    from croniter import croniter
+
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise Invalid("InvalidSchedule", f"spec.schedule {expression!r} is not a cron expression of 5 fields (minute hour day month weekday), e.g. '*/5 * * * *'")
+
+
+def schedule_times(expression: str, after: float, until: float) -> tuple[float | None, float]:
+    """(the latest scheduled time in (after, until] or None, the next one after until). Missed
+    runs are not made up one by one: only the latest counts, as CronJob does."""
+    from croniter import croniter
+
+    it = croniter(expression, after)
+    latest = None
+    t = it.get_next(float)
+    while t <= until:
+        latest = t
+        t = it.get_next(float)
+    return latest, t
+
+
+def run_name(schedule: str, at: float) -> str:
+    """Deterministic per scheduled minute, so a run is never made twice."""
+    return f"{schedule}-{int(at) // 60}"
+
+
+@dataclasses.dataclass
+class ScheduleDecision:
+    create: str | None = None  # the run to create (for the scheduled time)
+    delete: tuple[str, ...] = ()
+    skipped: bool = False  # a run was due but Forbid kept it from starting
+
+
+def decide_schedule(*, name: str, due: float | None, runs: list[dict], policy: str, suspend: bool,
+                    keep_succeeded: int, keep_failed: int) -> ScheduleDecision:
+    """What to do with a schedule's runs (DataJob dicts with metadata and status)."""
+    active = [r for r in runs if (r.get("status") or {}).get("phase") not in FINAL_JOB_PHASES]
+    decision = ScheduleDecision()
+    delete: list[str] = []
+    if due is not None and not suspend:
+        wanted = run_name(name, due)
+        if not any(r["metadata"]["name"] == wanted for r in runs):
+            others = [r["metadata"]["name"] for r in active]
+            if policy == "Forbid" and others:
+                decision.skipped = True
+            else:
+                if policy == "Replace":
+                    delete += others
+                decision.create = wanted
+    by_age = sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp") or "", reverse=True)
+    for phase_set, keep in (({JobPhase.SUCCEEDED}, keep_succeeded), ({JobPhase.FAILED, JobPhase.KILLED}, keep_failed)):
+        done = [r["metadata"]["name"] for r in by_age if (r.get("status") or {}).get("phase") in phase_set]
+        delete += done[keep:]
+    decision.delete = tuple(dict.fromkeys(delete))
+    return decision
