@@ -92,7 +92,7 @@ def spark_ns(kube, operator, podrunner, s3_endpoint):
         kube.create("flavors", {"kind": "Flavor", "metadata": {"name": FLAVOR}, "spec": {"vcpus": 1, "ram": "1Gi"}})
     make_bucket(kube, ns, "data", forceDelete=True)
     yield ns
-    for plural in ("datajobs", "dataclusters", "buckets"):
+    for plural in ("datajobschedules", "datajobs", "dataclusters", "buckets"):
         for obj in kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", ns, plural)["items"]:
             kube.delete(plural, obj["metadata"]["name"], ns)
     wait_for(lambda: not kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "dataclusters")["items"], 120, what="DataClusters gone")
