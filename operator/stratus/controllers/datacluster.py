@@ -13,6 +13,7 @@ every Spark process it started has stopped.
 
 from __future__ import annotations
 
+import json
 import os
 
 import kopf
@@ -37,11 +38,18 @@ def _pods(namespace: str, name: str) -> list[dict]:
     return kube.list_pods(namespace, f"{dp.CLUSTER_LABEL}={name},{dp.GROUP_LABEL}")
 
 
-def _create_pod(pod: dict) -> None:
+def _create_pod(pod: dict, refused: list[str]) -> None:
+    """Create (a 409 means it is there); a quota refusal is collected for the Ready condition."""
     try:
         kube.core().create_namespaced_pod(pod["metadata"]["namespace"], pod)
     except ApiException as exc:
-        if exc.status != 409:
+        if exc.status == 403 and "exceeded quota" in (exc.body or ""):
+            try:
+                message = json.loads(exc.body).get("message", "")
+            except ValueError:
+                message = "exceeded quota"
+            refused.append(f"{pod['metadata']['name']}: {message}")
+        elif exc.status != 409:
             raise
 
 
@@ -95,6 +103,7 @@ def sync(body: dict) -> dict:
                 _delete_pod(ns, p["metadata"]["name"])
 
     stopped = bool(spec.get("stopped"))
+    refused: list[str] = []
     master_pod = None
     url = web = None
     master_json = None
@@ -107,7 +116,7 @@ def sync(body: dict) -> dict:
         for pod_name in plan.delete:
             _delete_pod(ns, pod_name)
         for i in plan.create:
-            _create_pod(dp.node_pod(body, master_group, i, sizes[master_group["name"]]))
+            _create_pod(dp.node_pod(body, master_group, i, sizes[master_group["name"]]), refused)
         master_pod = next((p for p in by_group.get(master_group["name"], [])
                            if dp.pod_index(p["metadata"]["name"]) == 0 and not p["metadata"].get("deletionTimestamp")), None)
         url, web = dp.master_url(master_pod, name, ns), dp.web_ui(master_pod)
@@ -120,7 +129,7 @@ def sync(body: dict) -> dict:
                 for pod_name in plan.delete:
                     _delete_pod(ns, pod_name)
                 for i in plan.create:
-                    _create_pod(dp.node_pod(body, g, i, sizes[g["name"]], url))
+                    _create_pod(dp.node_pod(body, g, i, sizes[g["name"]], url), refused)
 
     alive = dp.alive_workers(master_json)
     answers = bool(master_json and master_json.get("status") == "ALIVE")
@@ -144,6 +153,8 @@ def sync(body: dict) -> dict:
     workers_desired = sum(desired[g["name"]] for g in groups if g["role"] == dp.WORKER)
     if phase == dp.Phase.ACTIVE:
         conditions = set_condition(conditions, "Ready", True, "Active", f"master answers; {workers_ready} of {workers_desired} workers registered", generation)
+    elif refused:
+        conditions = set_condition(conditions, "Ready", False, "QuotaExceeded", f"the project's quota refused nodes; lower a group's count or raise the quota: {'; '.join(refused)[:900]}", generation)
     elif phase == dp.Phase.STOPPED:
         conditions = set_condition(conditions, "Ready", False, "Stopped", "spec.stopped is true; set it to false to start the cluster", generation)
     else:
