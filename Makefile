@@ -20,6 +20,14 @@ $(PY): pyproject.toml requirements.lock
 
 venv: $(PY) ## Create the Python environment (.venv) from the pinned requirements.lock
 
+SPARK_READY := $(VENV)/.spark-ready
+$(SPARK_READY): $(PY) hack/spark-jars.sh hack/spark/pom.xml
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test,spark]'
+	@hack/spark-jars.sh $(PY) >/dev/null
+	@touch $(SPARK_READY)
+
+spark: deps $(SPARK_READY) ## Install Spark (pyspark extra) and the s3a connector jars (cached by version)
+
 deps: ## Install the Debian packages the tests need (hack/debian-packages.txt)
 	@hack/install-deps.sh
 
@@ -33,7 +41,7 @@ crds: $(PY) ## Regenerate crds/ and the chart's CRDs from the models
 lock: ## Re-pin requirements.lock from the current environment
 	$(VENV)/bin/pip freeze --exclude-editable | grep -v '^stratus' > requirements.lock
 
-run: deps venv tools ## Bring up the local cloud: control plane, CRDs, operator, examples/
+run: deps venv tools spark ## Bring up the local cloud: control plane, CRDs, operator, examples/
 	@$(STRATUS) dev run
 
 down: venv ## Stop the operator and delete the local cluster
@@ -42,13 +50,13 @@ down: venv ## Stop the operator and delete the local cluster
 status: venv ## Say whether the local cluster and operator run
 	@$(STRATUS) dev status
 
-test: deps venv tools ## Run the whole test suite (unit, then integration on the local control plane)
+test: deps venv tools spark ## Run the whole test suite (unit, then integration on the local control plane)
 	@$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 test-unit: venv ## Run the unit tests only (no cluster)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: deps venv tools ## Run the integration tests only
+test-integration: deps venv tools spark ## Run the integration tests only
 	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 bench: deps venv tools ## Run every benchmark with its baseline (about 45 minutes; results in benchmarks/*/results.md)
@@ -61,4 +69,4 @@ bench: deps venv tools ## Run every benchmark with its baseline (about 45 minute
 	$(PY) benchmarks/compute/bench.py --count 300
 	$(PY) -m benchmarks.consolidation
 
-.PHONY: help venv deps tools crds lock run down status test test-unit test-integration bench
+.PHONY: help venv deps tools crds lock run down status test test-unit test-integration bench spark

@@ -53,6 +53,17 @@ ROOT_RULES: dict[str, list[dict]] = {
                    "label (lowercase letters, digits and '-', starting and ending with a letter or digit); "
                    "or set spec.namespace",
     }],
+    # The master Service is named <name>-master: a DNS-1035 label of at most 63 characters.
+    "DataCluster": [{
+        "rule": "self.metadata.name.size() <= 56 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "message": "metadata.name: a DataCluster's name starts with a letter, has no dots and at most 56 characters "
+                   "(its master Service is <name>-master)",
+    }],
+    # Each run is a DataJob named <name>-<minutes since the epoch> (8 digits).
+    "DataJobSchedule": [{
+        "rule": "self.metadata.name.size() <= 54",
+        "message": "metadata.name: at most 54 characters (each run is a DataJob named <name>-<8 digits>)",
+    }],
 }
 
 

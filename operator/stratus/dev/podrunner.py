@@ -37,7 +37,9 @@ How a container becomes a process
 What the operator sees
     The Pod is annotated ``stratus.dev/local-ports`` (JSON: port name -> loopback port)
     and ``stratus.dev/local-pid``; a process that exits is annotated
-    ``stratus.dev/local-exit`` (its exit code) and is restarted with backoff when the Pod's
+    ``stratus.dev/local-exit`` (its exit code) and ``stratus.dev/local-termination-message``
+    (what it wrote to ``$STRATUS_TERMINATION_LOG``, the kubelet's ``terminationMessagePath``
+    stand-in, at most 4096 bytes as the kubelet keeps) and is restarted with backoff when the Pod's
     ``restartPolicy`` is ``Always`` (or ``OnFailure`` and the code is not 0), as the
     kubelet would. The operator reaches an engine through
     :func:`stratus.core.endpoints.pod_endpoint`: the loopback port when the
@@ -73,6 +75,7 @@ ENGINE_LABEL = "stratus.dev/engine"
 PORTS_ANNOTATION = "stratus.dev/local-ports"
 PID_ANNOTATION = "stratus.dev/local-pid"
 EXIT_ANNOTATION = "stratus.dev/local-exit"
+TERMINATION_ANNOTATION = "stratus.dev/local-termination-message"
 STOP_GRACE = 15.0
 POLL = 0.5
 
@@ -135,6 +138,9 @@ class PodRunner:
 
     def _state_file(self, uid: str) -> pathlib.Path:
         return self.root / "run" / f"{uid}.json"
+
+    def _termination_file(self, uid: str) -> pathlib.Path:
+        return self.root / "run" / f"{uid}.termination-log"
 
     def _adopt(self) -> None:
         for f in (self.root / "run").glob("*.json"):
@@ -255,7 +261,9 @@ class PodRunner:
         env.update({f"STRATUS_PORT_{env_name(n)}": str(p) for n, p in ports.items()})
         env.update({f"STRATUS_MOUNT_{env_name(m['name'])}": str(mounts[m["mountPath"].rstrip("/") or "/"])
                     for m in container.get("volumeMounts") or []})
-        env.update({"STRATUS_LOCAL_ENGINE": "1", "STRATUS_LISTEN_HOST": "127.0.0.1",
+        termination = self._termination_file(meta["uid"])
+        termination.unlink(missing_ok=True)
+        env.update({"STRATUS_LOCAL_ENGINE": "1", "STRATUS_LISTEN_HOST": "127.0.0.1", "STRATUS_TERMINATION_LOG": str(termination),
                     "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
                     "HOME": os.environ.get("HOME", "/tmp"), "LANG": os.environ.get("LANG", "C.UTF-8")})
         for keep in ("JAVA_HOME", "STRATUS_CACHE", "TMPDIR"):
@@ -272,7 +280,7 @@ class PodRunner:
         self._state_file(p.uid).write_text(json.dumps(p.record()))
         log.info("started %s/%s: pid %s, ports %s, log %s", p.namespace, p.name, p.pid, ports, logfile)
         self._annotate(p, {PORTS_ANNOTATION: json.dumps(ports, sort_keys=True), PID_ANNOTATION: str(p.pid),
-                           EXIT_ANNOTATION: None})
+                           EXIT_ANNOTATION: None, TERMINATION_ANNOTATION: None})
         return p
 
     def stop(self, p: Proc, forget: bool = True) -> None:
@@ -295,6 +303,7 @@ class PodRunner:
         if forget:
             self.procs.pop(p.uid, None)
             self._state_file(p.uid).unlink(missing_ok=True)
+            self._termination_file(p.uid).unlink(missing_ok=True)
 
     def _annotate(self, p: Proc, annotations: dict[str, str | None]) -> None:
         try:
@@ -337,7 +346,11 @@ class PodRunner:
                 p.exit_code = p.popen.returncode if p.popen is not None else -1
                 p.next_start = now + min(30.0, 2.0 ** min(p.restarts, 5))
                 log.info("%s/%s exited with %s", p.namespace, p.name, p.exit_code)
-                self._annotate(p, {EXIT_ANNOTATION: str(p.exit_code)})
+                try:
+                    message = self._termination_file(uid).read_bytes()[-4096:].decode(errors="replace")
+                except OSError:
+                    message = None
+                self._annotate(p, {EXIT_ANNOTATION: str(p.exit_code), TERMINATION_ANNOTATION: message})
             policy = pod["spec"].get("restartPolicy", "Always")
             if policy == "Always" or (policy == "OnFailure" and p.exit_code != 0):
                 if now >= p.next_start:

@@ -207,7 +207,7 @@ def run(name: str, nodes: int = 3, timeout: int = 180) -> int:
     apply_examples(name, deadline)
     log("waiting for the examples to become Ready ...")
     ok = True
-    for kind in ("flavors", "projects", "keypairs", "bucketclasses", "buckets", "servers"):
+    for kind in ("flavors", "projects", "keypairs", "bucketclasses", "buckets", "servers", "dataclusters"):
         remaining = max(5, int(deadline - time.monotonic()))
         res = kubectl(name, "wait", "--for=condition=Ready", kind, "--all", "-A", f"--timeout={remaining}s", check=False)
         if res.returncode != 0:

@@ -252,7 +252,7 @@ KINDS: tuple[MeteredKind, ...] = (
         kind="DataCluster", plural="dataclusters", metric="data_cluster",
         values=(Value("nodes", "Nodes (servers) in the data cluster.",
                       lambda b: _int(b, "status.nodes", "status.readyNodes")),),
-        info=lambda b: {"plugin": _str(b, "spec.plugin", "spec.type"), "state": _phase(b)},
+        info=lambda b: {"plugin": _str(b, "spec.framework", "spec.plugin", "spec.type"), "state": _phase(b)},
     ),
     MeteredKind(
         kind="BareMetalNode", plural="baremetalnodes", metric="baremetal_node",
