@@ -541,10 +541,13 @@ class Evaluator:
 
 
 def _hint(key: str, version: Version) -> str:
-    later = [v for v in ("2013-05-23",) if key in {"Ref", "Fn::Join", "Fn::Split", "Fn::Replace", "Fn::Base64"}]
-    if later:
-        return f" (it exists in HOT 2013-05-23 only; use the HOT equivalent)"
-    return " (a later heat_template_version has it)"
+    from .versions import VERSIONS
+    having = [v.date for v in VERSIONS.values() if key in v.functions]
+    if having and max(having) < version.date:
+        return f" (HOT {', '.join(having)} only; use the HOT equivalent)"
+    if having:
+        return f" (it needs heat_template_version {min(having)} or later)"
+    return ""
 
 
 def _select(value, keys: list, path: str):

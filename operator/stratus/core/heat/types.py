@@ -460,7 +460,7 @@ def build_multipart(ctx: Ctx, p: dict) -> Build:
             continue
         kind = part.get("subtype") or ("cloud-config" if content.startswith("#cloud-config") else
                                        "x-shellscript" if content.startswith("#!") else "plain")
-        item = email.mime.text.MIMEText(content, kind, "utf-8")
+        item = email.mime.text.MIMEText(content, kind, "us-ascii" if content.isascii() else "utf-8")
         item.add_header("Content-Disposition", "attachment", filename=part.get("filename") or f"part-{i:03d}")
         msg.attach(item)
     # A boundary made from the content keeps the user data stable across reconciles.
