@@ -77,6 +77,7 @@ class StackSpec(BaseModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     rollback: bool = Field(True, description="Roll back a failed create or update (false leaves it FAILED for inspection).")
     timeout_minutes: int = Field(60, ge=1, le=1440, description="A create or update not COMPLETE by then fails.")
+    retry: int = Field(0, ge=0, description="Bump to retry a FAILED (or rolled back) stack with the same template.")
 
 
 class ResourceStatus(BaseModel):

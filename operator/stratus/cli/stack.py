@@ -6,6 +6,7 @@
     stratus stack show NAME [-n NS]                  state, resources, outputs
     stratus stack outputs NAME [-n NS]
     stratus stack events NAME [-n NS]
+    stratus stack retry NAME [-n NS]                 retry a failed stack with the template it has
     stratus stack delete NAME [-n NS] [--wait]
 
 Files (`-f`) are given by path and named as the template refers to them (the path as
@@ -143,6 +144,19 @@ def _wait(custom, ns, name, timeout=1800) -> None:
             return
         time.sleep(2)
     raise click.ClickException("timed out waiting for the stack")
+
+
+@stack_group.command("retry")
+@click.argument("name")
+@click.option("-n", "--namespace")
+def retry(name, namespace) -> None:
+    """Retry a FAILED or rolled-back stack with the template it has (bumps spec.retry)."""
+    custom, _ = _clients()
+    ns = _namespace(namespace)
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
+                                          {"spec": {"retry": int(obj["spec"].get("retry", 0)) + 1}})
+    click.echo(f"stack {name}: retrying")
 
 
 @stack_group.command("preview")

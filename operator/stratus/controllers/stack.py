@@ -34,6 +34,7 @@ RETRY = 3
 ATTACH_MANAGER = "stratus-stack-attach"
 SECRET_LABEL = "stratus.dev/stack-secret"
 ADMIN_LABEL = "stratus.dev/heat-admin"
+PARAMETERS_LABEL = "stratus.dev/stack-parameters"
 NAMESPACED = ("servers", "volumes", "keypairs", "servergroups", "buckets")
 CLUSTER = ("flavors", "volumetypes")
 
@@ -53,13 +54,20 @@ def _config_map(namespace: str, name: str) -> dict:
 
 
 def _secret_value(namespace: str, name: str, key: str) -> str:
+    """A hidden parameter's value. Only Secrets labelled stratus.dev/stack-parameters=true
+    are read: members may create Stacks but not read Secrets, and a stack must not be a
+    way to copy any Secret of the namespace into a server's user data."""
     import base64
     try:
-        data = kube.core().read_namespaced_secret(name, namespace).data or {}
+        secret = kube.core().read_namespaced_secret(name, namespace)
     except ApiException as exc:
         if exc.status == 404:
             raise InputError(f"Secret {name!r} does not exist in {namespace}") from None
         raise
+    if (secret.metadata.labels or {}).get(PARAMETERS_LABEL) != "true":
+        raise InputError(f"Secret {name!r} is not labelled {PARAMETERS_LABEL}=true; a project admin labels the Secrets "
+                         "that stacks may read")
+    data = secret.data or {}
     if key not in data:
         raise InputError(f"Secret {name!r} has no key {key!r}")
     return base64.b64decode(data[key]).decode()
@@ -147,8 +155,10 @@ def generated(name: str, namespace: str) -> dict[str, dict]:
     return out
 
 
-def attached(namespace: str) -> dict[str, str]:
-    return {v["metadata"]["name"]: ((v.get("status") or {}).get("attachment") or {}).get("server", "")
+def volumes(namespace: str) -> dict[str, tuple[str, str]]:
+    """Volume name -> (spec.attachTo, the server status reports it attached to)."""
+    return {v["metadata"]["name"]: ((v.get("spec") or {}).get("attachTo") or "",
+                                    ((v.get("status") or {}).get("attachment") or {}).get("server", ""))
             for v in kv.list_custom(API_VERSION, "volumes", namespace)}
 
 
@@ -200,12 +210,20 @@ def _props(stack: heat.Stack, path: str) -> dict:
     return node.scope.evaluator(deps=set()).evaluate(node.snippet.get("properties") or {}, node.where) or {}
 
 
-def _save_last_complete(body: dict) -> None:
+def _save_last_complete(body: dict, spec: dict) -> None:
+    """Keep what completed as a self-contained spec (the template, files and environment
+    as read, not where they were read from), so a rollback does not depend on ConfigMaps
+    that may have changed since. Hidden parameters stay Secret references."""
     meta = body["metadata"]
+    src = inputs(spec, meta["namespace"])
+    snapshot = {"template": src["template"], "files": src["files"], "parameters": spec.get("parameters") or {},
+                "parametersFrom": spec.get("parametersFrom") or []}
+    if src["environment"]:
+        snapshot["environment"] = src["environment"]
     kube.apply_core({"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": f"{meta['name']}-heat-last-complete", "namespace": meta["namespace"],
                                   "ownerReferences": [owner_reference(body)]},
-                     "data": {"spec.json": json.dumps(kube.plain(body["spec"]), sort_keys=True)}})
+                     "data": {"spec.json": json.dumps(kube.plain(snapshot), sort_keys=True)}})
 
 
 def _last_complete(body: dict) -> dict | None:
@@ -327,7 +345,8 @@ def reconcile(body, **_) -> None:
         return _write(body, f"{action}_FAILED", "ValidationFailed", _scrub(message, stack.hidden_values), **fields,
                       resources=[], warnings=[])
     obs = observed(name, namespace)
-    step = heatplan.step(stack, obs, generated(name, namespace), attached(namespace))
+    vols = volumes(namespace)
+    step = heatplan.step(stack, obs, generated(name, namespace), {v: st for v, (_, st) in vols.items()})
     for path, kind, digest in step.secrets:
         _store_secret(body, stack, path, kind, digest)
     for kind, obj_name in step.replace:
@@ -340,7 +359,8 @@ def reconcile(body, **_) -> None:
         if volume not in {v for v, _ in wanted}:
             _set_attach(volume, None, namespace)
     for volume, server in sorted(wanted):
-        _set_attach(volume, server, namespace)
+        if vols.get(volume, ("", ""))[0] != server:
+            _set_attach(volume, server, namespace)
     for kind, obj_name, _path in step.delete:
         _delete(kind, obj_name, namespace)
     fields["attachments"] = [{"volume": v, "server": s} for v, s in sorted(wanted)]
@@ -359,7 +379,7 @@ def reconcile(body, **_) -> None:
         fields["outputs"], fields["outputsSecret"] = _outputs(body, step)
         if action == "ROLLBACK":
             return _write(body, "ROLLBACK_COMPLETE", "RolledBack", "rolled back to the last template that completed", **fields)
-        _save_last_complete(body)
+        _save_last_complete(body, spec)
         fields["completeGeneration"] = generation
         return _write(body, f"{action}_COMPLETE", "Complete", f"{len(step.states)} resource(s) complete", **fields)
     busy = [f"{p}: {m}" for p, (s, m) in step.states.items() if s != heat.COMPLETE]
@@ -414,3 +434,6 @@ def delete(body, **_) -> None:
     if not _delete_pass(body, stack if stack is not None and stack.ok else None):
         _write(body, "DELETE_IN_PROGRESS", "Deleting", "deleting resources in reverse dependency order", action="DELETE")
         raise kopf.TemporaryError("deleting", delay=RETRY)
+    meta = body["metadata"]
+    for secret in kube.core().list_namespaced_secret(meta["namespace"], label_selector=f"{SECRET_LABEL}={meta['name']}").items:
+        _delete("Secret", secret.metadata.name, meta["namespace"])

@@ -533,9 +533,8 @@ class Evaluator:
         chosen = self._condition(args[0], join(path, 0))
         if isinstance(chosen, Placeholder):
             raise HeatError(join(path, 0), "the condition must be known before creation")
-        # Both branches are checked (as Heat validates them); one is returned.
-        other = self._eval(args[2 if chosen else 1], join(path, 2 if chosen else 1))
-        del other
+        # Only the chosen branch is evaluated: as in Heat, the other may refer to a
+        # resource that the same condition removed.
         value = self._eval(args[1 if chosen else 2], join(path, 1 if chosen else 2))
         return OMIT if value is None else value
 

@@ -234,6 +234,7 @@ def step(stack: Stack, observed: dict[str, dict[str, dict]], secrets: dict[str, 
             for key in sorted(set(have) - wanted.get(path, set())):
                 kind, name = key.split("/", 1)
                 out.delete.append((kind, name, path))
+        out.states = states
         if out.complete and not out.apply and not out.replace:
             out.outputs = {}
             for name, spec in (stack.root.template.get("outputs") or {}).items():

@@ -28,7 +28,7 @@ def inputs_hash(props: dict) -> str:
 
 def random_string(props: dict, rng: random.Random | None = None) -> str:
     rng = rng or random.SystemRandom()
-    length = int(props.get("length", 32))
+    length = int(str(props.get("length", 32)).strip())
     classes = props.get("character_classes") or []
     sequences = props.get("character_sequences") or []
     if not classes and not sequences:

@@ -340,7 +340,7 @@ class Stack:
                             "cluster-wide object: only stacks in namespaces labelled stratus.dev/heat-admin=true may")
         node.rtype, node.type = rt, type_name
         props = node.snippet.get("properties") or {}
-        if isinstance(props, dict):
+        if isinstance(props, dict) and type_name != "OS::Heat::None":  # None takes anything, as in Heat
             for key in props:
                 if key not in rt.properties:
                     raise HeatError(f"{node.where}.properties.{key}", f"unknown property of {type_name}")
