@@ -287,8 +287,8 @@ def build_keypair(ctx: Ctx, p: dict) -> Build:
 def _keypair_attr(obs: Observed, attr: str):
     if attr == "public_key":
         return obs.props.get("public_key") or obs.secret.get("public_key", "")
-    if attr == "private_key":
-        return obs.secret.get("private_key", "")
+    if attr == "private_key":  # as in Heat: only a generated key that save_private_key keeps
+        return obs.secret.get("private_key", "") if obs.props.get("save_private_key") else ""
     return None
 
 
