@@ -31,7 +31,8 @@ from ..drivers import kubevirt as kv
 
 PLURAL = "stacks"
 RETRY = 3
-ATTACH_MANAGER = "stratus-stack-attach"
+STACK_MANAGER = "stratus-stack"          # the children's manifests
+ATTACH_MANAGER = "stratus-stack-attach"   # Volume.spec.attachTo, owned apart from the Volume's manifest
 SECRET_LABEL = "stratus.dev/stack-secret"
 ADMIN_LABEL = "stratus.dev/heat-admin"
 PARAMETERS_LABEL = "stratus.dev/stack-parameters"
@@ -352,7 +353,7 @@ def reconcile(body, **_) -> None:
     for kind, obj_name in step.replace:
         _delete(kind, obj_name, namespace)
     for obj in step.apply:
-        kube.apply(_owned(body, obj), _plural(obj["kind"]))
+        kube.apply(_owned(body, obj), _plural(obj["kind"]), manager=STACK_MANAGER)
     wanted = {(v, s) for v, s, _ in step.attach}
     current = {(a["volume"], a["server"]) for a in status.get("attachments") or []}
     for volume, server in sorted(current - wanted):

@@ -34,9 +34,12 @@ LABEL_RESOURCE = "stratus.dev/stack-resource"
 ANNOTATION_RESOURCE = "stratus.dev/stack-resource-path"
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(text: str, what: str = "template") -> object:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  (a safe loader: the C one when built)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -160,6 +163,7 @@ class Stack:
         self.hidden_values: list[str] = []
         self.root: Scope | None = None
         self.registry: dict[str, str] = {}
+        self._parsed: dict[str, object] = {}
         try:
             if isinstance(template, str):
                 template = load_yaml(template)
@@ -430,8 +434,10 @@ class Stack:
         if not isinstance(props_snippet, dict):
             raise HeatError(f"{node.where}.properties", "must be a map")
         if node.composite == "nested":
-            text = self.files[node.type]
-            template = load_yaml(text, f"template {node.type}") if isinstance(text, str) else text
+            if node.type not in self._parsed:  # parsed once, however many members use it (read-only after)
+                text = self.files[node.type]
+                self._parsed[node.type] = load_yaml(text, f"template {node.type}") if isinstance(text, str) else text
+            template = self._parsed[node.type]
             depth = node.path.count(".") + 1
             lazy = {k: (lambda k=k: scope.evaluator().evaluate(props_snippet[k], f"{node.where}.properties.{k}"))
                     for k in props_snippet}
