@@ -504,3 +504,14 @@ def test_random_string_honours_classes():
     value = random_string(props)
     assert len(value) == 12 and sum(c.isdigit() for c in value) >= 4 and sum(c.isupper() for c in value) >= 2
     assert inputs_hash(props) == inputs_hash(dict(props)) != inputs_hash({**props, "salt": "2"})
+
+
+def test_one_validation_pass_reports_every_error():
+    t = tmpl(parameters={"flavor": P},
+             resources={"net": {"type": "OS::Neutron::Net"},
+                        "web": {"type": "OS::Nova::Server", "properties": {"flavor": {"get_param": "flavour"}, "image": "cirros"}},
+                        "v": {"type": "OS::Heat::Value", "properties": {"value": {"get_attr": ["web", "nope"]}}}},
+             outputs={"o": {"value": {"get_resource": "missing"}}})
+    s = Stack(t, parameters={"flavor": "m1.small"})
+    paths = sorted(e.path for e in s.errors)
+    assert paths == ["outputs.o.value", "resources.net.type", "resources.v.properties.value", "resources.web.properties.flavor"]

@@ -187,7 +187,8 @@ class Stack:
             self.root = self._scope(template, params, env.get("parameter_defaults") or {}, "", "", None, 0)
         except HeatError as exc:
             self.errors.append(exc)
-        if self.root is not None and not self.errors:
+        if self.root is not None:
+            # Even after an error, the rest is checked: one pass reports everything.
             self._graph()
 
     @property
@@ -371,9 +372,8 @@ class Stack:
             while parent is not None:
                 node.deps |= parent.deps
                 parent = self._parent(parent)
-        if not self.errors:
-            self._check_cycles()
-            self._check_outputs(self.root)
+        self._check_cycles()
+        self._check_outputs(self.root)
 
     def _parent(self, node: Node) -> Node | None:
         if "." not in node.path:
@@ -553,8 +553,8 @@ class Stack:
                 return True
             outputs = node.nested.template.get("outputs") or {}
             return attr in outputs or attr.startswith("resource.") or attr == "show"
-        if node.rtype.any_attribute:
-            return True
+        if node.rtype is None or node.rtype.any_attribute:
+            return True  # a refused type is reported once, where it is defined
         return attr in node.rtype.attributes
 
     # -- ordering -------------------------------------------------------------------------
