@@ -33,15 +33,9 @@ def _clients():
 
 
 def _namespace(namespace: str | None) -> str:
-    if namespace:
-        return namespace
-    import kubernetes
+    from .image import _current_namespace
 
-    try:
-        _, ctx = kubernetes.config.list_kube_config_contexts()
-        return (ctx.get("context") or {}).get("namespace") or "default"
-    except Exception:  # noqa: BLE001
-        return "default"
+    return namespace or _current_namespace()
 
 
 def _params(values: tuple[str, ...]) -> dict[str, str]:
