@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import pathlib
 import uuid
 
 import pytest
@@ -146,3 +148,99 @@ def test_stack_create_update_delete(kube, operator, namespace, image_store, web,
     wait_for(lambda: kube.get("stacks", "app", namespace) is None, 300, what="stack deleted")
     assert children(kube, namespace, "app") == []
     assert kube.get("volumes", "app-data", namespace) is None and kube.get("servers", "app-web", namespace) is None
+
+
+# -- public templates (tests/integration/templates/heat-templates, sources in MANIFEST.yaml) ----
+PUBLIC = pathlib.Path(__file__).resolve().parent / "templates" / "heat-templates"
+
+
+def config_map(kube, namespace, name, data):
+    kube.core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": data})
+
+
+def outputs_of(obj) -> dict:
+    return {o["name"]: o for o in obj["status"]["outputs"]}
+
+
+@pytest.mark.parametrize("local, update, check", [
+    ("resource_group/resource_group.yaml", None, None),
+    ("resource_group/resource_group_index_lookup.yaml", {"random_lengths": "7,8,9"}, "lengths"),
+    ("condition.yaml", {"env_type": "prod"}, "prod"),
+], ids=["resource_group", "index_lookup", "condition"])
+def test_public_template_runs_unchanged(kube, operator, namespace, local, update, check):
+    path = PUBLIC / local
+    # The template and its directory's files come from ConfigMaps, as a user would keep them.
+    config_map(kube, namespace, "tmpl", {"template.yaml": path.read_text()})
+    config_map(kube, namespace, "files", {p.name: p.read_text() for p in path.parent.glob("*.yaml") if p.name != "MANIFEST.yaml"})
+    spec = {"templateFrom": {"configMapKeyRef": {"name": "tmpl", "key": "template.yaml"}}, "filesFrom": [{"configMap": "files"}]}
+    kube.create("stacks", {"kind": "Stack", "metadata": {"name": "pub"}, "spec": spec}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "pub", namespace, "CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE"), 120,
+                   what="CREATE_COMPLETE")
+    assert obj["status"]["phase"] == "CREATE_COMPLETE", obj["status"].get("stackStatusReason")
+    outs = outputs_of(obj)
+    assert outs and not any(o.get("error") for o in outs.values())
+    if local == "condition.yaml":
+        assert outs["test_res_value"]["value"] == "env_is_test" and outs["prod_resource"]["value"] == "no_prod_res"
+    else:  # RandomString values: secret outputs, in the outputs Secret
+        secret = kube.core.read_namespaced_secret(obj["status"]["outputsSecret"], namespace).data
+        values = json.loads(base64.b64decode(secret["all_values"]).decode())
+        assert len(values) in (2, 3) and all(values)
+        if check == "lengths":
+            assert [len(v) for v in values] == [4, 5, 6]
+    if update:
+        kube.patch("stacks", "pub", {"spec": {"parameters": update}}, namespace)
+        obj = wait_for(lambda: stack_phase(kube, "pub", namespace, "UPDATE_COMPLETE", "UPDATE_FAILED", "ROLLBACK_COMPLETE"), 120,
+                       what="UPDATE_COMPLETE")
+        assert obj["status"]["phase"] == "UPDATE_COMPLETE", obj["status"].get("stackStatusReason")
+        outs = outputs_of(obj)
+        if check == "prod":
+            assert outs["res_value"]["value"] == "prod_res" and outs["test_res_value"]["value"] == "env_is_prod"
+        else:
+            secret = kube.core.read_namespaced_secret(obj["status"]["outputsSecret"], namespace).data
+            assert [len(v) for v in json.loads(base64.b64decode(secret["all_values"]).decode())] == [7, 8, 9]
+    kube.delete("stacks", "pub", namespace)
+    wait_for(lambda: kube.get("stacks", "pub", namespace) is None, 120, what="stack deleted")
+    assert children(kube, namespace, "pub") == []
+
+
+def test_public_server_with_volumes_runs_unchanged(kube, operator, namespace, image_store, web, qcow2):  # noqa: F811
+    fname, data = qcow2
+    kube.create("images", image_body("cirros", f"{web}/{fname}", hashlib.sha256(data).hexdigest(), minDisk=1), namespace)
+    kube.create("keypairs", {"kind": "KeyPair", "metadata": {"name": "mine"},
+                             "spec": {"publicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}},
+                namespace)
+    vt = vtype(kube, default=False)
+    wait_for(lambda: (kube.get("images", "cirros", namespace) or {}).get("status", {}).get("phase") == "active", 120,
+             what="image active")
+    f = flavor(kube)
+    path = PUBLIC / "resource_group" / "server_with_volumes.yaml"
+    nested = (PUBLIC / "resource_group" / "volume_with_attachment.yaml").read_text()
+    # The nested template's volumes name no type, so they get the default VolumeType (as
+    # Cinder's default type); this test makes its own type the default while it runs.
+    kube.patch("volumetypes", vt, {"spec": {"default": True}})
+    try:
+        params = {"key_name": "mine", "image_id": "cirros", "instance_type": f}
+        kube.create("stacks", {"kind": "Stack", "metadata": {"name": "swv"},
+                               "spec": {"template": path.read_text(), "files": {"volume_with_attachment.yaml": nested},
+                                        "parameters": params}}, namespace)
+        obj = wait_for(lambda: stack_phase(kube, "swv", namespace, "CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE"), 300,
+                       what="CREATE_COMPLETE")
+        assert obj["status"]["phase"] == "CREATE_COMPLETE", obj["status"].get("stackStatusReason")
+        server = kube.get("servers", "swv-instance", namespace)
+        assert outputs_of(obj)["server_ip"]["value"] == server["status"]["addresses"][0]["address"]
+        attached = {v["metadata"]["name"] for v in kube.custom.list_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", namespace, "volumes", label_selector="stratus.dev/stack=swv")["items"]
+            if (v.get("status") or {}).get("attachment", {}) and v["status"]["attachment"].get("server") == "swv-instance"}
+        assert attached == {"swv-group-of-volumes-0-volume", "swv-group-of-volumes-1-volume"}
+        # One parameter: a third volume joins.
+        kube.patch("stacks", "swv", {"spec": {"parameters": {**params, "num_volumes": "3"}}}, namespace)
+        obj = wait_for(lambda: stack_phase(kube, "swv", namespace, "UPDATE_COMPLETE", "UPDATE_FAILED", "ROLLBACK_COMPLETE"), 300,
+                       what="UPDATE_COMPLETE")
+        assert obj["status"]["phase"] == "UPDATE_COMPLETE", obj["status"].get("stackStatusReason")
+        vol = kube.get("volumes", "swv-group-of-volumes-2-volume", namespace)
+        assert vol["status"]["attachment"]["server"] == "swv-instance"
+        kube.delete("stacks", "swv", namespace)
+        wait_for(lambda: kube.get("stacks", "swv", namespace) is None, 300, what="stack deleted")
+        assert children(kube, namespace, "swv") == []
+    finally:
+        kube.patch("volumetypes", vt, {"spec": {"default": False}})

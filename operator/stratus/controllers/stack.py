@@ -347,7 +347,10 @@ def reconcile(body, **_) -> None:
                       resources=[], warnings=[])
     obs = observed(name, namespace)
     vols = volumes(namespace)
-    step = heatplan.step(stack, obs, generated(name, namespace), {v: st for v, (_, st) in vols.items()})
+    made = generated(name, namespace)
+    step = heatplan.step(stack, obs, made, {v: st for v, (_, st) in vols.items()})
+    for path in sorted(set(made) - set(stack.nodes)):  # a RandomString or KeyPair that left the template
+        _delete("Secret", f"{heat.object_name(name, path)}-secret", namespace)
     for path, kind, digest in step.secrets:
         _store_secret(body, stack, path, kind, digest)
     for kind, obj_name in step.replace:

@@ -293,8 +293,7 @@ def preview(stack: Stack, observed: dict[str, dict[str, dict]]) -> list[dict]:
             rows.append({"resource": path, "type": node.type, "action": "Invalid", "detail": str(exc)})
             continue
         if not build.objects:
-            rows.append({"resource": path, "type": node.type, "action": "Unchanged" if have or node.rtype.kind == "virtual" else "Add",
-                         "objects": []})
+            rows.append({"resource": path, "type": node.type, "action": "Unchanged" if observed else "Add", "objects": []})
             continue
         action = "Add" if not have else "Unchanged"
         for body in build.objects:
