@@ -515,3 +515,13 @@ def test_one_validation_pass_reports_every_error():
     s = Stack(t, parameters={"flavor": "m1.small"})
     paths = sorted(e.path for e in s.errors)
     assert paths == ["outputs.o.value", "resources.net.type", "resources.v.properties.value", "resources.web.properties.flavor"]
+
+
+def test_the_sample_stack_validates():
+    from stratus.api.stack import Stack as StackModel, sample
+
+    body = sample()
+    StackModel.model_validate({**body, "metadata": {"name": "web"}})
+    s = Stack(body["spec"]["template"], parameters=body["spec"]["parameters"], catalog=CATALOG)
+    assert s.ok, s.errors
+    assert s.levels() == [["data", "password"], ["web"], ["attach"]]

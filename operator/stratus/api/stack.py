@@ -130,3 +130,37 @@ class Stack(
 
     spec: StackSpec
     status: StackStatus = Field(default_factory=StackStatus)
+
+
+SAMPLE_TEMPLATE = """heat_template_version: 2018-08-31
+parameters:
+  flavor: {type: string, default: m1.small, constraints: [{custom_constraint: nova.flavor}]}
+  size: {type: number, default: 1, constraints: [{range: {min: 1, max: 100}}]}
+resources:
+  password: {type: OS::Heat::RandomString, properties: {length: 16}}
+  data: {type: OS::Cinder::Volume, properties: {size: {get_param: size}}}
+  web:
+    type: OS::Nova::Server
+    properties:
+      flavor: {get_param: flavor}
+      image: cirros
+      user_data_format: RAW
+      user_data:
+        str_replace:
+          template: "#cloud-config\\npassword: $PW\\n"
+          params: {$PW: {get_attr: [password, value]}}
+  attach:
+    type: OS::Cinder::VolumeAttachment
+    properties: {instance_uuid: {get_resource: web}, volume_id: {get_resource: data}}
+outputs:
+  address: {value: {get_attr: [web, first_address]}}
+"""
+
+
+def sample(name: str = "web", **spec) -> dict:
+    """A Stack manifest for tests and docs: a server with a volume and a generated password."""
+    from .registry import API_VERSION
+
+    body = {"template": SAMPLE_TEMPLATE, "parameters": {"flavor": "m1.small"}}
+    body.update(spec)
+    return {"apiVersion": API_VERSION, "kind": "Stack", "metadata": {"name": name}, "spec": body}
