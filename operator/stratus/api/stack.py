@@ -98,6 +98,7 @@ class OutputStatus(BaseModel):
 class Attachment(BaseModel):
     volume: str = Field(..., description="The Volume.")
     server: str = Field(..., description="The Server it is attached to by the stack.")
+    resource: str = Field("", description="The stack resource that wants it (a VolumeAttachment or a Server's block devices).")
 
 
 class StackStatus(StatusBase):

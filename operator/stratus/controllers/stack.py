@@ -186,6 +186,10 @@ def _delete(kind: str, name: str, namespace: str) -> None:
 
 
 def _set_attach(volume: str, server: str | None, namespace: str) -> None:
+    """Own (or give up) Volume.spec.attachTo under the attachment field manager. A Volume
+    that is gone is left alone (an apply would create it)."""
+    if kube.get(API_VERSION, "volumes", volume, namespace) is None:
+        return
     spec = {"attachTo": server} if server else {}
     try:
         kube.apply({"apiVersion": API_VERSION, "kind": "Volume", "metadata": {"name": volume, "namespace": namespace},
@@ -263,8 +267,9 @@ def _resources(body, stack: heat.Stack, step: heatplan.Step, action: str, obs: d
     for path in stack.order():
         state, message = step.states.get(path, (heat.INIT, ""))
         label = RESOURCE_STATE[state] if state == heat.INIT else f"{action}_{RESOURCE_STATE[state]}"
-        if state == heat.COMPLETE and old.get(path, {}).get("state", "").endswith("_COMPLETE") and action != "ROLLBACK":
-            label = old[path]["state"] if old[path]["state"] != f"{action}_IN_PROGRESS" else label
+        before = old.get(path, {}).get("state", "")
+        if state == heat.COMPLETE and action == "UPDATE" and before in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            label = before  # untouched by this update: keeps the state it had
         row = {"name": path, "type": stack.nodes[path].type, "state": label, "reason": _scrub(message, step.sensitive)[:1000],
                "objects": sorted(obs.get(path) or {})}
         if old.get(path, {}).get("state") != label:
@@ -357,17 +362,23 @@ def reconcile(body, **_) -> None:
         _delete(kind, obj_name, namespace)
     for obj in step.apply:
         kube.apply(_owned(body, obj), _plural(obj["kind"]), manager=STACK_MANAGER)
-    wanted = {(v, s) for v, s, _ in step.attach}
-    current = {(a["volume"], a["server"]) for a in status.get("attachments") or []}
-    for volume, server in sorted(current - wanted):
-        if volume not in {v for v, _ in wanted}:
-            _set_attach(volume, None, namespace)
-    for volume, server in sorted(wanted):
+    wanted = {(v, srv, p) for v, srv, p in step.attach}
+    built = {p for _, _, p in wanted}
+    # An attachment whose resource is still in the stack but waits this pass is kept as
+    # it is; one whose resource left, or now attaches something else, is undone.
+    for a in status.get("attachments") or []:
+        path = a.get("resource", "")
+        if path in stack.nodes and path not in built:
+            wanted.add((a["volume"], a["server"], path))
+    for a in status.get("attachments") or []:
+        if a["volume"] not in {v for v, _, _ in wanted}:
+            _set_attach(a["volume"], None, namespace)
+    for volume, server, _ in sorted(wanted):
         if vols.get(volume, ("", ""))[0] != server:
             _set_attach(volume, server, namespace)
     for kind, obj_name, _path in step.delete:
         _delete(kind, obj_name, namespace)
-    fields["attachments"] = [{"volume": v, "server": s} for v, s in sorted(wanted)]
+    fields["attachments"] = [{"volume": v, "server": srv, "resource": p} for v, srv, p in sorted(wanted)]
     fields["resources"] = _resources(body, stack, step, action, obs)
     fields["warnings"] = stack.warnings[:50]
     timeout = int(body["spec"].get("timeoutMinutes", 60)) * 60
