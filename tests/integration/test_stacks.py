@@ -244,3 +244,62 @@ def test_public_server_with_volumes_runs_unchanged(kube, operator, namespace, im
         assert children(kube, namespace, "swv") == []
     finally:
         kube.patch("volumetypes", vt, {"spec": {"default": False}})
+
+
+ROLLBACK = yaml.safe_dump({
+    "heat_template_version": "2018-08-31",
+    "parameters": {"fail": {"type": "boolean", "default": False}, "size": {"type": "number", "default": 1},
+                   "vtype": {"type": "string"}, "label": {"type": "string", "default": "first"}},
+    "resources": {
+        "keep": {"type": "OS::Cinder::Volume", "deletion_policy": "Retain",
+                 "properties": {"size": 1, "volume_type": {"get_param": "vtype"}}},
+        "data": {"type": "OS::Cinder::Volume", "properties": {"size": {"get_param": "size"},
+                                                             "volume_type": {"get_param": "vtype"}}},
+        "check": {"type": "OS::Heat::TestResource", "depends_on": "data",
+                  "properties": {"value": "ok", "fail": {"get_param": "fail"}}},
+        "label": {"type": "OS::Heat::Value", "properties": {"value": {"get_param": "label"}}},
+    },
+    "outputs": {"check": {"value": {"get_attr": ["check", "output"]}}, "label": {"value": {"get_attr": ["label", "value"]}}},
+})
+
+
+def test_failures_roll_back_and_retain_survives_delete(kube, operator, namespace):
+    vt = vtype(kube)
+    env = yaml.safe_dump({"parameter_defaults": {"vtype": vt}})
+    template = ROLLBACK
+    # A create that fails rolls back: what it made is deleted.
+    kube.create("stacks", {"kind": "Stack", "metadata": {"name": "rb"},
+                           "spec": {"template": template, "environment": env, "parameters": {"fail": "true"}}}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "rb", namespace, "ROLLBACK_COMPLETE", "CREATE_COMPLETE"), 120, what="ROLLBACK_COMPLETE")
+    assert obj["status"]["phase"] == "ROLLBACK_COMPLETE"
+    assert "ROLLBACK_IN_PROGRESS" in " ".join(e.message for e in kube.events_for(namespace, "rb", "Stack"))
+    wait_for(lambda: kube.get("volumes", "rb-data", namespace) is None, 60, what="rolled-back volume deleted")
+    # Retry with a good parameter: CREATE_COMPLETE.
+    kube.patch("stacks", "rb", {"spec": {"parameters": {"fail": "false"}}}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "rb", namespace, "CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE"), 120,
+                   what="CREATE_COMPLETE")
+    assert obj["status"]["phase"] == "CREATE_COMPLETE", obj["status"].get("stackStatusReason")
+    assert outputs_of(obj)["check"]["value"] == "ok"
+    # An update that fails rolls back to the last complete template and its parameters.
+    kube.patch("stacks", "rb", {"spec": {"parameters": {"fail": "true", "label": "second"}}}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "rb", namespace, "ROLLBACK_COMPLETE", "UPDATE_COMPLETE"), 120,
+                   what="update ROLLBACK_COMPLETE")
+    assert obj["status"]["phase"] == "ROLLBACK_COMPLETE"
+    assert outputs_of(obj)["label"]["value"] == "first"
+    # A change the API server refuses (a volume cannot shrink) fails the update too.
+    kube.patch("stacks", "rb", {"spec": {"parameters": {"fail": "false", "size": "2"}}}, namespace)
+    wait_for(lambda: stack_phase(kube, "rb", namespace, "UPDATE_COMPLETE"), 120, what="grown")
+    kube.patch("stacks", "rb", {"spec": {"parameters": {"fail": "false", "size": "1"}, "rollback": False}}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "rb", namespace, "UPDATE_FAILED", "UPDATE_COMPLETE"), 120, what="UPDATE_FAILED")
+    assert "spec.size cannot shrink" in obj["status"]["stackStatusReason"]
+    # Without rollback a failure stays FAILED for inspection.
+    kube.patch("stacks", "rb", {"spec": {"parameters": {"fail": "true", "size": "2"}}}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "rb", namespace, "UPDATE_FAILED"), 120, what="UPDATE_FAILED")
+    assert "the test resource was told to fail" in obj["status"]["stackStatusReason"]
+    # Deletion honours deletion_policy Retain.
+    kube.delete("stacks", "rb", namespace)
+    wait_for(lambda: kube.get("stacks", "rb", namespace) is None, 120, what="stack deleted")
+    assert kube.get("volumes", "rb-data", namespace) is None
+    kept = kube.get("volumes", "rb-keep", namespace)
+    assert kept is not None and not kept["metadata"].get("ownerReferences")
+    assert "stratus.dev/stack" not in (kept["metadata"].get("labels") or {})

@@ -525,3 +525,12 @@ def test_the_sample_stack_validates():
     s = Stack(body["spec"]["template"], parameters=body["spec"]["parameters"], catalog=CATALOG)
     assert s.ok, s.errors
     assert s.levels() == [["data", "password"], ["web"], ["attach"]]
+
+
+def test_a_test_resource_fails_at_creation_not_validation():
+    t = tmpl(parameters={"fail": {"type": "boolean", "default": True}},
+             resources={"t": {"type": "OS::Heat::TestResource", "properties": {"value": 1, "fail": {"get_param": "fail"}}}})
+    s = Stack(t)
+    assert s.ok, s.errors
+    st = step(s, {})
+    assert st.states["t"][0] == FAILED and "told to fail" in st.states["t"][1]

@@ -308,6 +308,13 @@ def _outputs(body: dict, step: heatplan.Step) -> tuple[list[dict], str]:
     return sorted(rows, key=lambda r: r["name"]), secret_name
 
 
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", "")[:500]
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
 def _elapsed(status: dict) -> float:
     started = status.get("startedAt")
     if not started:
@@ -340,7 +347,7 @@ def reconcile(body, **_) -> None:
     spec = body["spec"]
     if action == "ROLLBACK":
         spec = _last_complete(body)
-        if spec is None:  # a failed create: roll back to nothing
+        if spec is None:  # a failed create: roll back to nothing (Retain honoured, as in a delete)
             return _rollback_to_nothing(body, fields)
     try:
         stack = load(body, spec)
@@ -360,8 +367,16 @@ def reconcile(body, **_) -> None:
         _store_secret(body, stack, path, kind, digest)
     for kind, obj_name in step.replace:
         _delete(kind, obj_name, namespace)
+    refused = []  # what the API server refuses (a schema or CEL rule: a volume that would shrink) fails the resource
     for obj in step.apply:
-        kube.apply(_owned(body, obj), _plural(obj["kind"]), manager=STACK_MANAGER)
+        try:
+            kube.apply(_owned(body, obj), _plural(obj["kind"]), manager=STACK_MANAGER)
+        except ApiException as exc:
+            if exc.status not in (400, 403, 409, 422):
+                raise
+            path = obj["metadata"]["annotations"][heat.ANNOTATION_RESOURCE]
+            refused.append(f"{path}: the API server refused {obj['kind']} {obj['metadata']['name']}: "
+                           f"{_api_message(exc)}")
     wanted = {(v, srv, p) for v, srv, p in step.attach}
     built = {p for _, _, p in wanted}
     # An attachment whose resource is still in the stack but waits this pass is kept as
@@ -382,7 +397,7 @@ def reconcile(body, **_) -> None:
     fields["resources"] = _resources(body, stack, step, action, obs)
     fields["warnings"] = stack.warnings[:50]
     timeout = int(body["spec"].get("timeoutMinutes", 60)) * 60
-    failed = step.failed or ([f"not complete after {timeout // 60} minutes"] if _elapsed(status) > timeout else [])
+    failed = step.failed + refused or ([f"not complete after {timeout // 60} minutes"] if _elapsed(status) > timeout else [])
     if failed:
         message = _scrub("; ".join(failed[:10]), step.sensitive)
         if body["spec"].get("rollback", True) and action != "ROLLBACK":
@@ -404,7 +419,11 @@ def reconcile(body, **_) -> None:
 
 def _rollback_to_nothing(body: dict, fields: dict) -> None:
     meta = body["metadata"]
-    gone = _delete_pass(body, None)
+    try:
+        stack = load(body, with_catalog=False)
+    except InputError:
+        stack = None
+    gone = _delete_pass(body, stack if stack is not None and stack.ok else None)
     if not gone:
         _write(body, "ROLLBACK_IN_PROGRESS", "RollingBack", "deleting what the failed create made", **fields)
         raise kopf.TemporaryError("rolling back", delay=RETRY)

@@ -288,7 +288,7 @@ def preview(stack: Stack, observed: dict[str, dict[str, dict]]) -> list[dict]:
         have = observed.get(path) or {}
         try:
             props = node.scope.evaluator(deps=set()).evaluate(node.snippet.get("properties") or {}, node.where)
-            build = node.rtype.build(stack._ctx(node, {"public_key": "(generated)"}), props)
+            build = node.rtype.build(stack._ctx(node, {"public_key": "(generated)"}, dry_run=True), props)
         except HeatError as exc:
             rows.append({"resource": path, "type": node.type, "action": "Invalid", "detail": str(exc)})
             continue

@@ -407,16 +407,16 @@ class Stack:
         """Run the builder on the properties as known before creation (placeholders for
         what only resources will tell), so property errors surface at validation."""
         try:
-            build = node.rtype.build(self._ctx(node, {}), props) if node.rtype.build else Build()
+            build = node.rtype.build(self._ctx(node, {}, dry_run=True), props) if node.rtype.build else Build()
         except HeatError as exc:
             raise HeatError(f"{node.where}.{exc.path}" if exc.path else node.where, exc.message) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise HeatError(f"{node.where}.properties", f"invalid: {exc}") from None
         self.warnings.extend(f"{node.where}: {w}" for w in build.warnings)
 
-    def _ctx(self, node: Node, secret: dict, configs: dict | None = None) -> Ctx:
+    def _ctx(self, node: Node, secret: dict, configs: dict | None = None, dry_run: bool = False) -> Ctx:
         return Ctx(name=self.object_name(node), stack=self.name, namespace=self.namespace, resource=node.path,
-                   secret=secret, configs=configs or {}, bucket_class=self.bucket_class)
+                   secret=secret, configs=configs or {}, bucket_class=self.bucket_class, dry_run=dry_run)
 
     def object_name(self, node: Node) -> str:
         if node.type == "OS::Nova::Flavor":

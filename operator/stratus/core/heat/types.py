@@ -63,6 +63,7 @@ class Ctx:
     secret: dict = dataclasses.field(default_factory=dict)   # generated material (RandomString, KeyPair)
     configs: dict = dataclasses.field(default_factory=dict)  # software config id -> content
     bucket_class: str = "default"
+    dry_run: bool = False           # validation and preview: nothing is being created
 
 
 @dataclasses.dataclass
@@ -437,7 +438,7 @@ def _int(value, path: str):
 def build_test_resource(ctx: Ctx, p: dict) -> Build:
     """OS::Heat::TestResource (Heat's own test type): `output` is `value`; fail fails it."""
     out = Build()
-    if p.get("fail") is True or str(p.get("fail")).lower() == "true":
+    if not ctx.dry_run and (p.get("fail") is True or str(p.get("fail")).lower() == "true"):
         raise HeatError("properties.fail", "the test resource was told to fail")
     if p.get("wait_secs") or p.get("action_wait_secs"):
         out.warnings.append("wait_secs is ignored")
