@@ -303,3 +303,28 @@ def test_failures_roll_back_and_retain_survives_delete(kube, operator, namespace
     kept = kube.get("volumes", "rb-keep", namespace)
     assert kept is not None and not kept["metadata"].get("ownerReferences")
     assert "stratus.dev/stack" not in (kept["metadata"].get("labels") or {})
+
+
+def test_hidden_parameters_come_from_labelled_secrets_and_are_never_echoed(kube, operator, namespace):
+    template = yaml.safe_dump({
+        "heat_template_version": "2021-04-16",
+        "parameters": {"db_password": {"type": "string", "hidden": True, "constraints": [{"length": {"min": 8}}]}},
+        "resources": {"conn": {"type": "OS::Heat::Value", "properties": {"value": {"str_replace": {
+            "template": "postgres://app:PW@db/app", "params": {"PW": {"get_param": "db_password"}}}}}}},
+        "outputs": {"url": {"value": {"get_attr": ["conn", "value"]}}, "plain": {"value": "hello"}}})
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "unlabelled"}, "stringData": {"pw": "s3cret-pass"}})
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "db", "labels": {"stratus.dev/stack-parameters": "true"}},
+                                                   "stringData": {"pw": "s3cret-pass"}})
+    spec = {"template": template, "parametersFrom": [{"name": "db_password", "secretKeyRef": {"name": "unlabelled", "key": "pw"}}]}
+    kube.create("stacks", {"kind": "Stack", "metadata": {"name": "hid"}, "spec": spec}, namespace)
+    obj = wait_for(lambda: stack_phase(kube, "hid", namespace, "CREATE_FAILED"), 60, what="unlabelled Secret refused")
+    assert kube.condition(obj)["reason"] == "InputNotFound" and "stratus.dev/stack-parameters=true" in obj["status"]["stackStatusReason"]
+    kube.patch("stacks", "hid", {"spec": {"parametersFrom": [{"name": "db_password", "secretKeyRef": {"name": "db", "key": "pw"}}]}},
+               namespace)
+    obj = wait_for(lambda: stack_phase(kube, "hid", namespace, "CREATE_COMPLETE"), 60, what="CREATE_COMPLETE")
+    outs = outputs_of(obj)
+    assert outs["plain"]["value"] == "hello" and outs["url"]["secret"] and not outs["url"]["value"]
+    assert "s3cret-pass" not in json.dumps(obj)
+    assert all("s3cret-pass" not in (e.message or "") for e in kube.events_for(namespace, "hid", "Stack"))
+    url = base64.b64decode(kube.core.read_namespaced_secret(obj["status"]["outputsSecret"], namespace).data["url"]).decode()
+    assert url == "postgres://app:s3cret-pass@db/app"

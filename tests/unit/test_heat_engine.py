@@ -534,3 +534,9 @@ def test_a_test_resource_fails_at_creation_not_validation():
     assert s.ok, s.errors
     st = step(s, {})
     assert st.states["t"][0] == FAILED and "told to fail" in st.states["t"][1]
+
+
+def test_a_hidden_value_is_not_echoed_in_errors():
+    t = tmpl(parameters={"pw": {"type": "string", "hidden": True, "constraints": [{"length": {"min": 20}}]}})
+    msg = errors(t, parameters={"pw": "short-secret"})
+    assert "parameters.pw" in msg and "short-secret" not in msg

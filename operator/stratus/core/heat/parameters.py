@@ -202,6 +202,10 @@ def resolve(schemas: dict[str, dict], given: dict[str, object], defaults: dict[s
             value = convert(schema["type"], raw, where)
             check_constraints(name, schema, value, where, catalog)
         except HeatError as exc:
+            if schema.get("hidden"):  # never echo a hidden value, not even in an error
+                descriptions = [c["description"] for c in schema.get("constraints") or [] if c.get("description")]
+                exc = HeatError(where, f"parameter {name!r}: the hidden value is not a valid {schema['type']} or breaks "
+                                "a constraint" + (f" ({'; '.join(descriptions)})" if descriptions else ""))
             errors.append(exc)
             continue
         values[name] = value
