@@ -171,6 +171,7 @@ def main() -> None:
     try:
         time.sleep(8)
         results["kubectl"] = run_kubectl(cluster, op, n, args.timeout)
+        write(results)  # partial results survive an interrupted run
         results["stack"] = run_stack(cluster, op, n, args.timeout)
     finally:
         if op.poll() is None:
@@ -238,14 +239,14 @@ def run_stack(cluster: Cluster, op, n: int, timeout: float) -> dict:
 def write(r: dict) -> None:
     n = r["count"]
     lines = [f"# Orchestration benchmark ({n} Servers, each with a Volume attached; 2 shared cores)", ""]
-    if "stack" in r:
-        k, s = r["kubectl"], r["stack"]
+    if "kubectl" in r:
+        k, s = r["kubectl"], r.get("stack") or {p: {"wall": None} for p in ("create", "update", "delete")}
         lines += ["| phase | kubectl (Servers + Volumes with attachTo) | Stack (ResourceGroup of a nested template) |",
                   "|---|---|---|"]
         for phase in ("create", "update", "delete"):
             def cell(x):
                 return (f"{x['wall']:.1f} s, {x['requests'] / n:.1f} requests/server, operator CPU {x['cpu']:.1f} s"
-                        if x["wall"] is not None else "timed out")
+                        if x["wall"] is not None else "not measured")
             lines.append(f"| {phase} | {cell(k[phase])} | {cell(s[phase])} |")
         lines += ["", "Both sides make the same objects per server: a blank boot Volume, a data Volume attached, the "
                   "Server (the bench cluster has no Image). kubectl applies them all at once (the Volume controller "
