@@ -9,6 +9,7 @@
     stratus meter               the usage ledger (stratus.cli.meter)
     stratus consolidate         node consolidation (stratus.cli.consolidate)
     stratus spark               Spark engine entrypoints of data-processing Pods (stratus.cli.spark)
+    stratus stack               orchestration stacks (stratus.cli.stack)
 
 Each module in MODULES exposes ``COMMANDS``, the click commands or groups it adds to the
 top level; that is the one way a command is registered. A module's heavy imports stay
@@ -26,7 +27,7 @@ import click
 from .. import __version__
 
 #: Every command module, in the order `stratus --help` lists their commands.
-MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark")
+MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark", "stack")
 
 
 @click.group()

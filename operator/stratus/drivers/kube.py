@@ -74,14 +74,14 @@ def get(api_version: str, plural: str, name: str, namespace: str | None = None) 
         raise
 
 
-def _server_side_apply(path: str, obj: dict) -> dict:
+def _server_side_apply(path: str, obj: dict, manager: str = FIELD_MANAGER) -> dict:
     """PATCH with application/apply-patch+yaml (JSON is valid YAML). Written against the
     generic call_api because the typed methods of the pinned client do not accept the
     apply content type."""
     return api_client().call_api(
         path,
         "PATCH",
-        query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        query_params=[("fieldManager", manager), ("force", "true")],
         header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
         body=json.loads(json.dumps(obj)),
         response_type="object",
@@ -96,10 +96,11 @@ def object_path(api_version: str, plural: str, name: str, namespace: str | None 
     return f"{base}{ns}/{plural}/{name}"
 
 
-def apply(obj: dict, plural: str) -> dict:
-    """Server-side apply of any object (create or update, idempotent)."""
+def apply(obj: dict, plural: str, manager: str = FIELD_MANAGER) -> dict:
+    """Server-side apply of any object (create or update, idempotent). A separate
+    ``manager`` owns only the fields it sets (e.g. the Stack's volume attachments)."""
     meta = obj["metadata"]
-    return _server_side_apply(object_path(obj["apiVersion"], plural, meta["name"], meta.get("namespace")), obj)
+    return _server_side_apply(object_path(obj["apiVersion"], plural, meta["name"], meta.get("namespace")), obj, manager)
 
 
 def delete(api_version: str, plural: str, name: str, namespace: str | None = None) -> bool:
