@@ -8,6 +8,7 @@
     stratus image               images (stratus.cli.image)
     stratus meter               the usage ledger (stratus.cli.meter)
     stratus consolidate         node consolidation (stratus.cli.consolidate)
+    stratus instance            a Database Pod's instance manager (stratus.instance)
 
 Each module in MODULES exposes ``COMMANDS``, the click commands or groups it adds to the
 top level; that is the one way a command is registered. A module's heavy imports stay
@@ -25,7 +26,7 @@ import click
 from .. import __version__
 
 #: Every command module, in the order `stratus --help` lists their commands.
-MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate")
+MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "instance")
 
 
 @click.group()
