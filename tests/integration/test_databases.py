@@ -101,6 +101,7 @@ def local_pid(kube, namespace, pod) -> int:
     ({"engine": "mariadb", "storage": {"size": "1Gi"}, "parameters": {"shared_buffers": "1GB"}}, "shared_buffers"),
     ({"engine": "postgresql", "storage": {"size": "1Gi"}, "restore": {"backup": "b", "database": "d"}}, "spec.restore"),
     ({"engine": "postgresql", "storage": {"size": "1Gi"}, "users": [{"name": "Bad-Name"}]}, "spec.users[0].name"),
+    ({"engine": "mariadb", "instances": 3, "storage": {"size": "1Gi"}}, "spec.instances"),
 ])
 def test_api_server_refuses_bad_databases(kube, crds, namespace, spec, field):
     with pytest.raises(ApiException) as exc:

@@ -118,6 +118,8 @@ class DatabaseSpec(BaseModel):
     model_config = {"extra": "forbid", "json_schema_extra": {"x-kubernetes-validations": [
         _version_rule(), *_parameter_rules(),
         {"rule": "self.engine == oldSelf.engine", "message": "spec.engine cannot be changed; restore into a new Database"},
+        {"rule": "self.engine == 'postgresql' || self.instances == 1",
+         "message": "spec.instances above 1 (replicas) is offered for postgresql only so far"},
         {"rule": "!has(self.restore) || self.engine == 'postgresql' || !has(self.restore.targetTime)",
          "message": "spec.restore.targetTime (point-in-time recovery) is offered for postgresql only"},
     ]}}

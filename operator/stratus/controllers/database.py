@@ -170,8 +170,10 @@ def _restore_source(db: dict) -> tuple[core.RestoreSource, str]:
 
 
 def _flush_wal(src: dict, target_time: str) -> str | None:
-    """Make the source archive the WAL that covers ``target_time``: switch to a new segment
-    and wait (up to 60 s) until the archiver has shipped it. Returns the last archive time."""
+    """Make the source archive the WAL that covers ``target_time``: commit a transaction
+    (recovery stops at the first commit after the target, so one must exist), switch to a
+    new segment and wait (up to 60 s) until the archiver has shipped it. Returns the last
+    archive time."""
     ns, name = src["metadata"]["namespace"], src["metadata"]["name"]
     primary = _primary_pod(kube.list_pods(ns, f"{core.LABEL}={name}"))
     if primary is None:
@@ -181,9 +183,6 @@ def _flush_wal(src: dict, target_time: str) -> str | None:
     if ep is None:
         return None
     try:
-        probe = engines.pg_probe(*ep, pw)
-        if probe.last_archived and core.parse_time(probe.last_archived) > core.parse_time(target_time):
-            return probe.last_archived
         wal = engines.pg_switch_wal(*ep, pw)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -292,20 +291,23 @@ def sync(db: dict, logger) -> dict:
               for p in pods}
     PROBES[(ns, name)] = probes
 
-    # 4b. a primary whose engine exited
-    if primary is not None and _failed(primary):
+    # 4b. a primary whose engine exited (or that is gone while replicas remain)
+    if primary is None or _failed(primary):
         replicas = [p for p in pods if p is not primary and probes[p["metadata"]["name"]].ready]
         if engine.name == "postgresql" and replicas:
             best = max(replicas, key=lambda p: probes[p["metadata"]["name"]].lsn or 0)
             ep = pod_endpoint(best, engine.port_name)
-            logger.warning("primary %s exited; promoting %s", primary["metadata"]["name"], best["metadata"]["name"])
+            old_name = primary["metadata"]["name"] if primary else "(none)"
+            logger.warning("primary %s exited; promoting %s", old_name, best["metadata"]["name"])
             engines.pg_promote(*ep, su["password"])
             _relabel(best, "primary")
-            _delete_instance(ns, primary["metadata"]["name"])
-            kopf.event(db, type="Warning", reason="Failover",
-                       message=f"primary {primary['metadata']['name']} exited; {best['metadata']['name']} promoted")
+            if primary is not None:
+                _delete_instance(ns, old_name)
+            kopf.event(db, type="Warning", reason="Failover", message=f"primary {old_name} exited; {best['metadata']['name']} promoted")
             _applied.pop((ns, name), None)
             raise Wait("FailingOver", f"{best['metadata']['name']} promoted; the old primary is re-cloned as a replica")
+        if primary is None:
+            raise Wait("NoPrimary", "no primary and no replica ready to promote; waiting for one")
         # one instance (or no replica ready): restart it on its own volume
         logger.warning("primary %s exited; restarting it", primary["metadata"]["name"])
         kube.core().delete_namespaced_pod(primary["metadata"]["name"], ns, grace_period_seconds=0)

@@ -139,7 +139,10 @@ def pg_follow(host: str, port: int, password: str, primary: tuple[str, int], app
 
 
 def pg_switch_wal(host: str, port: int, password: str) -> str:
+    """Commit a transaction now (txid_current assigns an xid, so its commit is logged), then
+    close the WAL segment. The name returned is the segment that must be archived."""
     with pg_connect(host, port, password) as c:
+        c.execute("SELECT txid_current()")
         return c.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
 
 
