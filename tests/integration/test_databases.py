@@ -96,9 +96,9 @@ def local_pid(kube, namespace, pod) -> int:
     ({"engine": "postgresql", "version": "9.6", "storage": {"size": "1Gi"}}, "spec.version"),
     ({"engine": "mariadb", "version": "15", "storage": {"size": "1Gi"}}, "spec.version"),
     ({"engine": "postgresql", "instances": 0, "storage": {"size": "1Gi"}}, "spec.instances"),
-    ({"engine": "postgresql", "storage": {"size": "1Gi"}, "parameters": {"work_mem": "8MB", "no_such_knob": "1"}}, "no_such_knob"),
-    ({"engine": "postgresql", "storage": {"size": "1Gi"}, "parameters": {"archive_command": "true"}}, "archive_command"),
-    ({"engine": "mariadb", "storage": {"size": "1Gi"}, "parameters": {"shared_buffers": "1GB"}}, "shared_buffers"),
+    ({"engine": "postgresql", "storage": {"size": "1Gi"}, "parameters": [{"name": "work_mem", "value": "8MB"}, {"name": "no_such_knob", "value": "1"}]}, "no_such_knob"),
+    ({"engine": "postgresql", "storage": {"size": "1Gi"}, "parameters": [{"name": "archive_command", "value": "true"}]}, "archive_command"),
+    ({"engine": "mariadb", "storage": {"size": "1Gi"}, "parameters": [{"name": "shared_buffers", "value": "1GB"}]}, "not settable on mariadb"),
     ({"engine": "postgresql", "storage": {"size": "1Gi"}, "restore": {"backup": "b", "database": "d"}}, "spec.restore"),
     ({"engine": "postgresql", "storage": {"size": "1Gi"}, "users": [{"name": "Bad-Name"}]}, "spec.users[0].name"),
     ({"engine": "mariadb", "instances": 3, "storage": {"size": "1Gi"}}, "spec.instances"),
@@ -131,7 +131,7 @@ def test_single_instance_users_databases_and_deletion(kube, operator, podrunner,
               users=[{"name": "app", "grants": [{"database": "orders"}]},
                      {"name": "reporter", "passwordSecret": {"name": "reporter-pw", "key": "pw"},
                       "grants": [{"database": "orders", "privileges": "ReadOnly"}]}],
-              parameters={"max_connections": "60"})
+              parameters=[{"name": "max_connections", "value": "60"}])
     db = wait_active(kube, namespace, "shop")
     st = db["status"]
     assert st["primary"] == "shop-1" and st["engineVersion"].startswith("15" if engine == "postgresql" else "10.11")

@@ -44,7 +44,7 @@ def test_catalog_lists_every_engine_with_a_default():
 
 
 def test_primary_pod_runs_the_instance_manager_on_its_claim():
-    db = _db(parameters={"work_mem": "8MB"})
+    db = _db(parameters=[{"name": "work_mem", "value": "8MB"}])
     archive = core.BackupTarget("backups", "bkt-123", core.server_name(db))
     pod = core.instance_pod(db, 1, "primary", cpu="2", memory="4Gi", archive=archive)
     c = pod["spec"]["containers"][0]

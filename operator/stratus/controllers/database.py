@@ -239,7 +239,7 @@ def sync(db: dict, logger) -> dict:
                     "serviceName": name, "secretName": name}
     conditions = old.get("conditions") or []
 
-    problems = core.parameter_problems(engine.name, spec.get("parameters") or {}) + core.grant_problems(spec)
+    problems = core.parameter_problems(engine.name, core.parameters_of(spec)) + core.grant_problems(spec)
     if problems:
         raise Wait("InvalidSpec", "; ".join(problems), "ERROR")
 
@@ -350,7 +350,7 @@ def sync(db: dict, logger) -> dict:
         if _applied.get((ns, name)) != key:
             plans = core.user_plans(spec)
             dbs = [d["name"] for d in spec.get("databases") or []]
-            params = spec.get("parameters") or {}
+            params = core.parameters_of(spec)
             if engine.name == "postgresql":
                 engines.pg_ensure(*pep, su["password"], dbs, plans, passwords, params)
             else:

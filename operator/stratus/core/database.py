@@ -91,6 +91,11 @@ def engine_catalog() -> list[dict]:
              "port": e.port, "parameters": sorted(e.parameters)} for e in ENGINES.values()]
 
 
+def parameters_of(spec: dict) -> dict[str, str]:
+    """spec.parameters (a list of name/value) as a mapping."""
+    return {p["name"]: p["value"] for p in spec.get("parameters") or []}
+
+
 def version_of(spec: dict) -> str:
     engine = ENGINES[spec["engine"]]
     return spec.get("version") or engine.default_version
@@ -213,7 +218,7 @@ def instance_pod(db: dict, ordinal: int, role: str, *, cpu: str | None, memory: 
     name = instance_name(meta["name"], ordinal)
     args = ["instance", engine.name, "--data", DATA_PATH, "--port", str(engine.port),
             "--control-port", str(CONTROL_PORT), "--version", version_of(spec)]
-    for key, value in sorted((spec.get("parameters") or {}).items()):
+    for key, value in sorted(parameters_of(spec).items()):
         args += ["--set", f"{key}={value}"]
     env = [
         {"name": "STRATUS_SUPERUSER_PASSWORD",
