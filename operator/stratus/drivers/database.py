@@ -96,24 +96,33 @@ def pg_ensure(host: str, port: int, password: str, databases: list[str], users: 
             c.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
         for u in users:
             for g in u.grants:
-                _pg_grant(c, u.name, g)
+                # tables any writer of the database creates later reach this user too
+                creators = ["postgres"] + [w.name for w in users
+                                           if any(x.database == g.database and x.privileges == "ReadWrite" for x in w.grants)]
+                _pg_grant(c, password, u.name, g, creators)
 
 
-def _pg_grant(c, user: str, g: Grant) -> None:
+def _pg_grant(c, password: str, user: str, g: Grant, creators: list[str]) -> None:
     from psycopg import sql
 
     u, d = sql.Identifier(user), sql.Identifier(g.database)
     c.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(d, u))
-    with pg_connect(c.info.host, c.info.port, c.info.password, dbname=g.database) as dc:
+    with pg_connect(c.info.host, c.info.port, password, dbname=g.database) as dc:
         if g.privileges == "ReadWrite":
             dc.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(u))
             dc.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(u))
             dc.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}").format(u))
-            dc.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {}").format(u))
+            tables, sequences = "ALL", "ALL"
         else:
             dc.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(u))
             dc.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(u))
-            dc.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(u))
+            tables, sequences = "SELECT", "SELECT"
+        for creator in creators:
+            if creator == user:
+                continue
+            r = sql.Identifier(creator)
+            dc.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT " + tables + " ON TABLES TO {}").format(r, u))
+            dc.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT " + sequences + " ON SEQUENCES TO {}").format(r, u))
 
 
 def pg_promote(host: str, port: int, password: str) -> None:
