@@ -306,3 +306,36 @@ def test_postgresql_replicas_and_failover(kube, operator, podrunner, namespace):
     assert wait_for(writable, 60, interval=0.5, what="writes through the Secret after failover") == list(range(1, 22))
     wait_for(healthy, 240, interval=1, what="3 instances streaming again")
     assert json.dumps(kube.get("databases", "ha", namespace)["status"]).find(s["password"]) == -1
+
+
+def test_scheduled_backups_keep_only_retention(kube, operator, podrunner, bucket_class, namespace, s3_client):  # noqa: F811
+    vt = vtype(kube)
+    make_bucket(kube, namespace, "backups")
+    create_db(kube, namespace, "nightly", "mariadb", volumeType=vt, databases=[{"name": "app"}],
+              backup={"bucket": "backups", "schedule": "* * * * * */15", "retention": 2})
+    wait_active(kube, namespace, "nightly")
+    seen: set[str] = set()
+
+    def scheduled():
+        items = kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", namespace, "databasebackups",
+                                                          label_selector="stratus.dev/database=nightly,stratus.dev/scheduled=true")["items"]
+        seen.update(b["metadata"]["name"] for b in items)
+        done = [b for b in items if (b.get("status") or {}).get("phase") == "Completed" and not b["metadata"].get("deletionTimestamp")]
+        return done if len(seen) >= 4 and len(done) == 2 else None
+
+    done = wait_for(scheduled, 180, interval=1, what="four scheduled backups taken, two kept")
+    # the pruned ones' data is gone from the Bucket too; the kept ones' is there
+    secret_ = secret(kube, namespace, "backups")
+    client = s3_client(secret_["AWS_ACCESS_KEY_ID"], secret_["AWS_SECRET_ACCESS_KEY"])
+    bucket = kube.get("buckets", "backups", namespace)["status"]["bucketName"]
+
+    def stored():
+        keys = {o["Key"].rsplit("/", 1)[1].removesuffix(".xbstream")
+                for o in client.list_objects_v2(Bucket=bucket, Prefix="stratus-databases/").get("Contents", [])}
+        live = {b["metadata"]["name"] for b in kube.custom.list_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", namespace, "databasebackups", label_selector="stratus.dev/database=nightly")["items"]}
+        kept = {b["status"]["backupId"] for b in done}
+        return keys if kept <= keys and all(any(k.startswith(n) for n in live) for k in keys) else None
+
+    wait_for(stored, 60, what="only kept backups' data in the Bucket")
+    kube.patch("databases", "nightly", {"spec": {"backup": {"schedule": None, "retention": None}}}, namespace)  # stop the schedule

@@ -148,3 +148,37 @@ def test_phase(kw, phase):
 
 def test_sample_parses():
     Database.model_validate(_db())
+
+
+T = lambda s: core.parse_time(s)  # noqa: E731
+
+
+@pytest.mark.parametrize("expr, now, since, slot", [
+    ("0 3 * * *", "2026-12-03T10:00:00Z", "2026-12-01T00:00:00Z", "2026-12-03T03:00:00Z"),
+    ("0 3 * * *", "2026-12-03T03:00:00Z", "2026-12-01T00:00:00Z", "2026-12-03T03:00:00Z"),
+    ("0 3 * * *", "2026-12-03T10:00:00Z", "2026-12-03T04:00:00Z", None),   # created after the last slot
+    ("* * * * * */10", "2026-12-03T10:00:25Z", "2026-12-03T10:00:00Z", "2026-12-03T10:00:20Z"),
+])
+def test_due_slot(expr, now, since, slot):
+    got = core.due_slot(expr, T(now), T(since))
+    assert (core.format_time(got) if got else None) == slot
+
+
+def test_schedule_problem_names_the_field():
+    assert core.schedule_problem("0 3 * * *") is None
+    assert core.schedule_problem("every night").startswith("spec.backup.schedule")
+
+
+def _b(name, phase, end="", created=""):
+    return {"metadata": {"name": name, "creationTimestamp": created}, "status": {"phase": phase, "endTime": end}}
+
+
+@pytest.mark.parametrize("backups, retention, pruned", [
+    ([_b("a", "Completed", "1"), _b("b", "Completed", "2"), _b("c", "Completed", "3")], 2, ["a"]),
+    ([_b("a", "Completed", "1"), _b("b", "Completed", "2")], 2, []),
+    ([_b("a", "Completed", "1"), _b("b", "Running"), _b("c", "Completed", "3")], 1, ["a"]),
+    ([_b("f", "Failed", created="0"), _b("a", "Completed", "1"), _b("b", "Completed", "2")], 2, ["f"]),
+    ([_b("f", "Failed", created="5"), _b("a", "Completed", "1")], 1, []),   # failed after the newest kept: kept
+])
+def test_retention_prunes_the_oldest_completed(backups, retention, pruned):
+    assert core.backups_to_prune(backups, retention) == pruned

@@ -108,6 +108,11 @@ class Parameter(BaseModel):
 
 class BackupSettings(BaseModel):
     bucket: ObjectName = Field(..., description="A Bucket in the same namespace: WAL is archived and backups written there.")
+    schedule: str | None = Field(
+        None, max_length=100,
+        description="Take a DatabaseBackup on this cron schedule (UTC; five fields, or six with seconds last), e.g. \"0 3 * * *\".")
+    retention: int | None = Field(
+        None, ge=1, le=1000, description="Keep this many completed scheduled backups; older ones are deleted with their data.")
 
 
 _RESTORE_RULES = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import datetime
 import hashlib
 import os
 import secrets as pysecrets
@@ -408,8 +409,42 @@ def sync(db: dict, logger) -> dict:
     else:
         conditions = set_condition(conditions, "ReplicationHealthy", False, "ReplicasMissing",
                                    f"{len(streaming)} of {want - 1} replica(s) streaming", generation)
+    if primary_ready and (spec.get("backup") or {}).get("schedule"):
+        _scheduled_backups(db, logger)
     status["conditions"] = conditions
     return status
+
+
+SCHEDULED_LABEL = "stratus.dev/scheduled"
+
+
+def _scheduled_backups(db: dict, logger) -> None:
+    """Owe a DatabaseBackup for the latest slot of spec.backup.schedule; prune beyond
+    spec.backup.retention. Names are derived from the slot, so a repeat is a no-op."""
+    meta, backup = db["metadata"], db["spec"]["backup"]
+    ns, name = meta["namespace"], meta["name"]
+    problem = core.schedule_problem(backup["schedule"])
+    if problem:
+        raise Wait("InvalidSchedule", problem, "ERROR")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    slot = core.due_slot(backup["schedule"], now, core.parse_time(meta["creationTimestamp"]))
+    if slot is not None:
+        bname = core.scheduled_backup_name(name, slot)
+        if kube.get(API_VERSION, "databasebackups", bname, ns) is None:
+            try:
+                kube.custom().create_namespaced_custom_object(GROUP, VERSION, ns, "databasebackups", {
+                    "apiVersion": API_VERSION, "kind": "DatabaseBackup",
+                    "metadata": {"name": bname, "labels": {core.LABEL: name, SCHEDULED_LABEL: "true"}},
+                    "spec": {"database": name}})
+                logger.info("scheduled backup %s/%s", ns, bname)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+    if backup.get("retention"):
+        mine = kv.list_custom(API_VERSION, "databasebackups", ns, label_selector=f"{core.LABEL}={name},{SCHEDULED_LABEL}=true")
+        for old in core.backups_to_prune(mine, backup["retention"]):
+            logger.info("retention %s: deleting backup %s/%s", backup["retention"], ns, old)
+            kube.delete(API_VERSION, "databasebackups", old, ns)
 
 
 def _lag(pprobe, pod) -> int | None:

@@ -88,6 +88,42 @@ def backup_created(namespace, name, **_) -> None:
     reconcile_backup(namespace, name)
 
 
+@kopf.on.delete(GROUP, VERSION, "databasebackups")
+def backup_deleted(body, namespace, name, logger, **_) -> None:
+    """Deleting a DatabaseBackup (by hand, or by a schedule's retention) deletes its data
+    from the Bucket. Best effort: a Bucket already gone leaves nothing to delete."""
+    st = body.get("status") or {}
+    if st.get("phase") != "Completed" or not st.get("bucket") or not st.get("backupId"):
+        return
+    bucket = kube.get(API_VERSION, "buckets", st["bucket"], namespace)
+    bst = (bucket or {}).get("status") or {}
+    secret = _secret(namespace, st["bucket"])
+    if not bst.get("bucketName") or not secret.get("AWS_ACCESS_KEY_ID"):
+        logger.info("backup %s/%s: Bucket %s is gone; nothing to delete", namespace, name, st["bucket"])
+        return
+    try:
+        engines.delete_backup(st.get("engine", ""), bst.get("endpoint", ""), bst.get("region") or "us-east-1",
+                              secret["AWS_ACCESS_KEY_ID"], secret.get("AWS_SECRET_ACCESS_KEY", ""), bst["bucketName"],
+                              core.BACKUP_PREFIX, st["serverName"], st["backupId"])
+    except Exception as exc:  # noqa: BLE001 - the object goes anyway; the event says what stayed
+        kopf.event(body, type="Warning", reason="BackupDataKept",
+                   message=f"could not delete the backup's data from Bucket {st['bucket']}: {type(exc).__name__}")
+
+
+def _secret(namespace: str, name: str) -> dict[str, str]:
+    import base64
+
+    from kubernetes.client.rest import ApiException
+
+    try:
+        data = kube.core().read_namespaced_secret(name, namespace).data or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
 @kopf.timer(GROUP, VERSION, "databasebackups", interval=INTERVAL, initial_delay=1,
             when=lambda status, **_: (status or {}).get("phase") not in TERMINAL)
 def backup_tick(namespace, name, **_) -> None:

@@ -374,6 +374,44 @@ def target_problem(window: tuple[str, str] | None, target: str) -> str | None:
     return None
 
 
+# -- scheduled backups ------------------------------------------------------------------------
+
+
+def schedule_problem(expr: str) -> str | None:
+    from croniter import croniter
+
+    if not croniter.is_valid(expr):
+        return f"spec.backup.schedule {expr!r} is not a cron expression; write five fields (minute hour day month weekday)"
+    return None
+
+
+def due_slot(expr: str, now: datetime.datetime, since: datetime.datetime) -> datetime.datetime | None:
+    """The latest scheduled time at or before ``now``, if it is after ``since`` (the
+    Database's creation): the slot a scheduled backup is owed for."""
+    from croniter import croniter
+
+    slot = croniter(expr, now + datetime.timedelta(microseconds=1)).get_prev(datetime.datetime)
+    return slot if slot > since else None
+
+
+def scheduled_backup_name(db: str, slot: datetime.datetime) -> str:
+    return f"{db}-{slot.astimezone(datetime.timezone.utc):%Y%m%d%H%M%S}"
+
+
+def backups_to_prune(backups: list[dict], retention: int) -> list[str]:
+    """Names of scheduled DatabaseBackups beyond ``retention`` completed ones (oldest first
+    go); running ones are never pruned, failed ones go once a newer one completed."""
+    done = sorted((b for b in backups if (b.get("status") or {}).get("phase") == "Completed"),
+                  key=lambda b: b["status"].get("endTime", ""), reverse=True)
+    keep = done[:retention]
+    newest_kept = keep[-1]["status"].get("endTime", "") if len(keep) == retention else ""
+    out = [b["metadata"]["name"] for b in done[retention:]]
+    if newest_kept:
+        out += [b["metadata"]["name"] for b in backups if (b.get("status") or {}).get("phase") == "Failed"
+                and b["metadata"].get("creationTimestamp", "") < newest_kept]
+    return sorted(out)
+
+
 # -- phase -------------------------------------------------------------------------------------
 
 

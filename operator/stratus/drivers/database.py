@@ -216,3 +216,34 @@ def control(host: str, port: int, method: str, path: str, body: dict | None = No
             return json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return json.loads(exc.read() or b"{}")
+
+
+# -- deleting a backup's data -----------------------------------------------------------------
+
+
+def delete_backup(engine: str, endpoint: str, region: str, access_key: str, secret_key: str,
+                  bucket: str, prefix: str, server: str, backup_id: str) -> None:
+    """Remove a completed backup from its Bucket: barman-cloud-backup-delete for PostgreSQL
+    (which also drops the WAL only that backup needed), the stream object for MariaDB."""
+    import os
+    import pathlib
+    import shutil
+    import subprocess
+    import sys
+
+    if engine == "postgresql":
+        here = pathlib.Path(sys.executable).parent / "barman-cloud-backup-delete"
+        tool = str(here) if here.exists() else (shutil.which("barman-cloud-backup-delete") or "barman-cloud-backup-delete")
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key,
+               "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+        res = subprocess.run([tool, "--endpoint-url", endpoint, "--addressing-style", "path", "--backup-id", backup_id,
+                              f"s3://{bucket}/{prefix}", server], env=env, capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            raise RuntimeError(f"barman-cloud-backup-delete failed: {res.stderr[-500:]}")
+        return
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,
+                      aws_secret_access_key=secret_key, config=Config(s3={"addressing_style": "path"}))
+    s3.delete_object(Bucket=bucket, Key=f"{prefix}/{server}/mariadb/{backup_id}.xbstream")
