@@ -160,7 +160,8 @@ def test_single_instance_users_databases_and_deletion(kube, operator, podrunner,
     pid = local_pid(kube, namespace, "shop-1")
     assert pid_alive(pid)
     kube.delete("databases", "shop", namespace)
-    wait_for(lambda: kube.get("databases", "shop", namespace) is None, 60, what="Database gone")
+    # foreground deletion through the garbage collector: under load it took up to ~60 s here
+    wait_for(lambda: kube.get("databases", "shop", namespace) is None, 150, what="Database gone")
     wait_for(lambda: not pid_alive(pid), 60, what="the engine process to stop")
     wait_for(lambda: not kube.core.list_namespaced_persistent_volume_claim(namespace, label_selector="stratus.dev/database=shop").items,
              90, what="PVCs gone")

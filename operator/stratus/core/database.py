@@ -25,6 +25,8 @@ INSTANCE_LABEL = "stratus.dev/instance"
 ENGINE_LABEL = "stratus.dev/engine"
 DATA_PATH = "/var/lib/stratus/data"
 CONTROL_PORT = 8000
+#: What an instance requests when the Database names no Flavor.
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 #: Where barman-cloud keeps a PostgreSQL server's base backups and WAL inside a Bucket.
 BACKUP_PREFIX = "stratus-databases"
 
@@ -236,10 +238,11 @@ def instance_pod(db: dict, ordinal: int, role: str, *, cpu: str | None, memory: 
             env.append({"name": "STRATUS_RESTORE_TARGET_TIME", "value": restore.target_time})
     if primary:
         args += ["--primary", f"{primary[0]}:{primary[1]}"]
-    resources: dict = {}
     if cpu or memory:
         req = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
         resources = {"requests": req, "limits": dict(req)}
+    else:  # no flavor: a small request, so a project's CPU/memory quota admits (and counts) the Pod
+        resources = {"requests": dict(DEFAULT_REQUESTS)}
     container = {
         "name": engine.name, "image": f"stratus/{engine.name}:{version_of(spec)}",
         "command": ["stratus"], "args": args, "env": env,
