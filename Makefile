@@ -69,5 +69,6 @@ bench: deps venv tools ## Run every benchmark with its baseline (about 45 minute
 	$(PY) benchmarks/compute/bench.py --count 300
 	$(PY) benchmarks/orchestration/bench.py --count 100
 	$(PY) -m benchmarks.consolidation
+	$(PY) benchmarks/databases/bench.py
 
 .PHONY: help venv deps tools crds lock run down status test test-unit test-integration bench spark

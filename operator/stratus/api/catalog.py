@@ -32,12 +32,23 @@ class CatalogSpec(BaseModel):
     """Nothing to set: the catalog is the operator's report."""
 
 
+class DatabaseEngine(BaseModel):
+    engine: str = Field(..., description="postgresql or mariadb.")
+    versions: list[str] = Field(default_factory=list, description="Versions a Database may ask for.")
+    default_version: str = Field("", description="The version used when a Database names none.")
+    port: int = Field(0, description="The engine's port.")
+    parameters: list[str] = Field(default_factory=list, description="Parameters a Database may set.")
+
+
 class CatalogStatus(StatusBase):
     endpoints: list[Endpoint] = Field(
         default_factory=list,
         description="The services, by name.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    database_engines: list[DatabaseEngine] = Field(
+        default_factory=list, description="Database engines and versions on offer (Trove's datastores).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["engine"]})
 
 
 class Catalog(

@@ -10,6 +10,7 @@
     stratus consolidate         node consolidation (stratus.cli.consolidate)
     stratus spark               Spark engine entrypoints of data-processing Pods (stratus.cli.spark)
     stratus stack               orchestration stacks (stratus.cli.stack)
+    stratus instance            a Database Pod's instance manager (stratus.instance)
 
 Each module in MODULES exposes ``COMMANDS``, the click commands or groups it adds to the
 top level; that is the one way a command is registered. A module's heavy imports stay
@@ -27,7 +28,7 @@ import click
 from .. import __version__
 
 #: Every command module, in the order `stratus --help` lists their commands.
-MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark", "stack")
+MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark", "stack", "instance")
 
 
 @click.group()

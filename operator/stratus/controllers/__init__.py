@@ -3,7 +3,7 @@
 import importlib
 
 #: Every module with handlers; `stratus operator` imports them all.
-MODULES = ("settings", "flavor", "keypair", "project", "server", "servergroup", "volumetype", "volume", "blocksnapshot", "bucket", "image", "policyrule", "accesstoken", "catalog", "metering", "baremetal", "consolidation", "datacluster", "datajob", "datajobschedule", "stack")
+MODULES = ("settings", "flavor", "keypair", "project", "server", "servergroup", "volumetype", "volume", "blocksnapshot", "bucket", "image", "policyrule", "accesstoken", "catalog", "metering", "baremetal", "consolidation", "datacluster", "datajob", "datajobschedule", "stack", "database", "databasebackup")
 
 
 def load() -> None:

@@ -22,6 +22,7 @@ from ..api.catalog import CATALOG_NAME
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import identity
 from ..core.conditions import set_condition
+from ..core.database import engine_catalog
 from ..drivers import identity as k8s
 from ..drivers import kube
 from .accesstoken import SERVER_ENV
@@ -58,10 +59,11 @@ def refresh_catalog() -> list[dict]:
             existing = kube.apply({"apiVersion": API_VERSION, "kind": "Catalog", "metadata": {"name": CATALOG_NAME}, "spec": {}},
                                   "catalogs")
         status = existing.get("status") or {}
-        if status.get("endpoints") != endpoints or status.get("phase") != "Current":
+        engines = engine_catalog()
+        if status.get("endpoints") != endpoints or status.get("phase") != "Current" or status.get("databaseEngines") != engines:
             message = f"{len(endpoints)} service(s): {', '.join(e['name'] for e in endpoints)}"
             kube.patch_status(API_VERSION, "catalogs", CATALOG_NAME, {
-                "endpoints": endpoints, "phase": "Current",
+                "endpoints": endpoints, "phase": "Current", "databaseEngines": engines,
                 "conditions": set_condition(status.get("conditions"), "Ready", True, "Current", message)})
         return endpoints
 

@@ -29,7 +29,7 @@ How a container becomes a process
 
     Volumes: each ``volumeMount.mountPath`` is mapped to a local directory, and every
     argv word and env value that starts with a mount path is rewritten to the local
-    directory. A ``persistentVolumeClaim`` volume maps to ``<root>/<ns>/pvc-<claim>``
+    directory. A ``persistentVolumeClaim`` volume maps to ``<root>/<ns>/pvc-<claim>-<uid8>``
     (so data outlives the Pod, as a PVC's does), ``emptyDir`` to a directory of the Pod,
     ``secret``/``configMap`` volumes to a directory written with their keys (mode 0600).
     ``STRATUS_MOUNT_<VOLUME>`` names each local directory too.
@@ -208,7 +208,12 @@ class PodRunner:
         for m in container.get("volumeMounts") or []:
             v = volumes.get(m["name"], {})
             if v.get("persistentVolumeClaim"):
-                local = self.root / ns / f"pvc-{v['persistentVolumeClaim']['claimName']}"
+                claim = v["persistentVolumeClaim"]["claimName"]
+                # Keyed by the claim's uid too: a PVC deleted and created again under the same
+                # name is a new, empty volume, as on a cluster (raises 404 while it is missing,
+                # and the Pod is retried on the next pass).
+                uid = self.core.read_namespaced_persistent_volume_claim(claim, ns).metadata.uid
+                local = self.root / ns / f"pvc-{claim}-{uid[:8]}"
             elif v.get("secret") or v.get("configMap"):
                 local = self.root / ns / f"{pod_name}-{m['name']}"
                 data = (self._secret(ns, v["secret"]["secretName"]) if v.get("secret")
