@@ -270,7 +270,7 @@ def test_vms_on_host_sees_vmis_and_launcher_pods():
 
 
 def test_a_reshaping_plan_cordons_only_the_hosts_it_empties():
-    from stratus.controllers.consolidation import hosts_to_cordon
+    from stratus.core.consolidation.executor import hosts_to_cordon
 
     actions = [
         {"type": "Migrate", "vm": "v1", "source": "kept-a", "host": "kept-b"},  # kept-a hands a VM on...
