@@ -404,7 +404,7 @@ async def run(name: str, stopped, logger) -> None:
         try:
             delay, _state = await reconcile(name, logger)
         except ApiException as exc:
-            logger.warning("reconcile of %s: API error %s; retrying", name, exc.status)
+            logger.warning("reconcile of %s: API error %s %s; retrying", name, exc.status, exc.reason)
             delay = 5.0
         except Exception:  # noqa: BLE001 - a bug must not stop the node's loop for good
             logger.exception("reconcile of %s failed; retrying", name)

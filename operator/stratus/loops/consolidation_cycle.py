@@ -198,6 +198,6 @@ async def run(name: str, stopped, logger) -> None:
         try:
             delay = await asyncio.to_thread(policy_cycle, name, logger)
         except ApiException as exc:
-            logger.warning("consolidation cycle: API error %s; retrying", exc.status)
+            logger.warning("consolidation cycle: API error %s %s; retrying", exc.status, exc.reason)
             delay = 5.0
         await sleep(event, delay)

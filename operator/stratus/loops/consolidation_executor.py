@@ -148,7 +148,7 @@ async def run(name: str, stopped, logger) -> None:
         try:
             delay = await asyncio.to_thread(execute_pass, name, logger)
         except ApiException as exc:
-            logger.warning("plan %s: API error %s; retrying", name, exc.status)
+            logger.warning("plan %s: API error %s %s; retrying", name, exc.status, exc.reason)
             delay = 5.0
         if delay is None:
             WAKEUPS.forget(("plan", name))
