@@ -12,8 +12,8 @@ computation for ``stratus consolidate plan``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import functools
 import logging
 
 import kopf
@@ -27,7 +27,7 @@ from ..core.conditions import set_condition
 from ..core.consolidation import inputs as ci
 from ..drivers import hosts, kube
 from .consolidation_executor import PLANS, POLICIES, WAIT_PASS, WAKEUPS, plan_lock, post_event, set_plan_phase
-from .wakeups import sleep
+from .wakeups import repeat
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,5 @@ def create_plan(policy: dict, result: planner.Plan, approved: bool) -> str:
 
 async def run(name: str, stopped, logger) -> None:
     """The policy's daemon: a cycle, then sleep until the next is due or a spec change."""
-    event = WAKEUPS.event(("policy", name))
-    while not stopped:
-        event.clear()
-        try:
-            delay = await asyncio.to_thread(policy_cycle, name, logger)
-        except ApiException as exc:
-            logger.warning("consolidation cycle: API error %s %s; retrying", exc.status, exc.reason)
-            delay = 5.0
-        await sleep(event, delay)
+    await repeat(WAKEUPS, ("policy", name), functools.partial(policy_cycle, name, logger), stopped, logger,
+                 "consolidation cycle")

@@ -13,14 +13,12 @@ this loop is starting. The rules themselves are in ``controllers/consolidation.p
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import functools
 import logging
 import threading
 
 import kopf
-from kubernetes.client.rest import ApiException
-
 from ..api.consolidationplan import FINAL_PHASES, ActionState, PlanPhase
 from ..api.registry import API_VERSION
 from ..core.conditions import now as now_iso
@@ -28,7 +26,7 @@ from ..core.conditions import set_condition
 from ..core.consolidation import executor as ex
 from ..core.consolidation import inputs as ci
 from ..drivers import hosts, kube
-from .wakeups import Wakeups, sleep
+from .wakeups import Wakeups, repeat
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +140,4 @@ def _execute(plan: dict, policy_spec: dict, logger) -> float | None:
 
 async def run(name: str, stopped, logger) -> None:
     """The plan's daemon: passes until the plan is finished or the daemon is stopped."""
-    event = WAKEUPS.event(("plan", name))
-    while not stopped:
-        event.clear()
-        try:
-            delay = await asyncio.to_thread(execute_pass, name, logger)
-        except ApiException as exc:
-            logger.warning("plan %s: API error %s %s; retrying", name, exc.status, exc.reason)
-            delay = 5.0
-        if delay is None:
-            WAKEUPS.forget(("plan", name))
-            return
-        await sleep(event, delay)
+    await repeat(WAKEUPS, ("plan", name), functools.partial(execute_pass, name, logger), stopped, logger, f"plan {name}")

@@ -7,7 +7,13 @@ change, an approval, a boot callback); its own status writes do not wake it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import typing as t
+
+from kubernetes.client.rest import ApiException
+
+#: Seconds before a pass that failed on an API error is tried again.
+API_RETRY = 5.0
 
 
 class Wakeups:
@@ -43,3 +49,22 @@ async def sleep(event: asyncio.Event, delay: float | None) -> None:
         await asyncio.wait_for(event.wait(), timeout=delay)
     except TimeoutError:
         pass
+
+
+async def repeat(wakeups: Wakeups, key: t.Hashable, step: t.Callable[[], float | None], stopped,
+                 logger: logging.Logger | logging.LoggerAdapter, what: str) -> None:
+    """A daemon's life: run ``step`` in a thread, sleep the seconds it returns or until
+    woken, again; an API error is logged and retried after ``API_RETRY`` seconds; a step
+    that returns None ends the loop (and forgets the key)."""
+    event = wakeups.event(key)
+    while not stopped:
+        event.clear()
+        try:
+            delay = await asyncio.to_thread(step)
+        except ApiException as exc:
+            logger.warning("%s: API error %s %s; retrying", what, exc.status, exc.reason)
+            delay = API_RETRY
+        if delay is None:
+            wakeups.forget(key)
+            return
+        await sleep(event, delay)
