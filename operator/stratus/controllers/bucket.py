@@ -47,7 +47,8 @@ from ..core.bucket import bucket_name_of, connection_config, effective_quota, er
 from ..core.compute import owner_reference
 from ..core.conditions import now, set_condition
 from ..drivers import kube, s3
-from ..drivers.bucket_stores import ClassNotReady, admin_credentials, store_for_class  # noqa: F401 - admin_credentials: services/images.py
+# Re-exported: services/images.py, controllers/image.py and controllers/datajob.py take stores from here.
+from ..drivers.bucket_stores import ClassNotReady, admin_credentials, store_for_class  # noqa: F401
 from ..loops import bucket_usage
 from ..loops.bucket_usage import USAGE_INTERVAL, bucket_lock
 from .status import write_status
