@@ -87,6 +87,19 @@ def uncordon(node: str) -> None:
             raise
 
 
+# -- BareMetalNode BMC credentials, power, and KubeVirt migrations ----------------------------
+
+
+def secret_data(name: str, namespace: str) -> dict | None:
+    """The ``data`` of a Secret (a BMC's credentials, base64 values), or None when absent."""
+    try:
+        return kube.core().read_namespaced_secret(name, namespace).data or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 # -- BareMetalNode power and KubeVirt migrations ---------------------------------------------
 
 

@@ -153,14 +153,11 @@ async def stop() -> None:
 
 
 def _secret(ref) -> dict:
-    try:
-        secret = kube.core().read_namespaced_secret(ref.name, ref.namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise ConfigProblem("CredentialsSecretNotFound", f"Secret {ref.namespace}/{ref.name} (spec.bmc.credentials) "
-                                                             "does not exist") from None
-        raise
-    return secret.data or {}
+    data = hosts.secret_data(ref.name, ref.namespace)
+    if data is None:
+        raise ConfigProblem("CredentialsSecretNotFound", f"Secret {ref.namespace}/{ref.name} (spec.bmc.credentials) "
+                                                         "does not exist")
+    return data
 
 
 def credentials_of(node: BareMetalNode) -> ipmi.BmcCredentials:
