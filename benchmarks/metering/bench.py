@@ -45,7 +45,7 @@ from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from stratus.controllers.metering import Config, Metering
+from stratus.loops.metering_closer import Config, Metering
 from stratus.core.ledger import Ledger, Signer
 from stratus.drivers.ledger_store import MemoryLedgerStore
 from stratus.services.metrics import kind_by_plural

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from stratus.api import baremetalnode as api
-from stratus.controllers import baremetal as ctl
+from stratus.core import baremetal_status as ctl
+from stratus.loops import baremetal_node as loop
 from stratus.core import baremetal as bm
 
 
@@ -141,18 +142,18 @@ def test_image_reference_resolves_to_its_http_source(monkeypatch, image, expect)
         calls.append((plural, name, namespace))
         return image
 
-    monkeypatch.setattr(ctl.kube, "get", get)
+    monkeypatch.setattr(loop.kube, "get", get)
     node = api.BareMetalNode.model_validate(body(**IMAGE_SPEC))
     if isinstance(expect, tuple):
-        assert ctl.resolve_image(node) == expect
+        assert loop.resolve_image(node) == expect
     else:
         reason, text = expect.split(":", 1)
         with pytest.raises(ctl.ImageNotReady) as err:
-            ctl.resolve_image(node)
+            loop.resolve_image(node)
         assert err.value.reason == reason and text in err.value.message
     assert calls == [("images", "ubuntu", "imgs")]
 
 
 def test_image_url_needs_no_lookup():
     node = api.BareMetalNode.model_validate(body(image={"url": "http://x/d.img", "checksum": "ab", "checksumType": "sha512"}))
-    assert ctl.resolve_image(node) == ("http://x/d.img", "ab", "sha512")
+    assert loop.resolve_image(node) == ("http://x/d.img", "ab", "sha512")

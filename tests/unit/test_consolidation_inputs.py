@@ -270,7 +270,7 @@ def test_vms_on_host_sees_vmis_and_launcher_pods():
 
 
 def test_a_reshaping_plan_cordons_only_the_hosts_it_empties():
-    from stratus.controllers.consolidation import hosts_to_cordon
+    from stratus.core.consolidation.executor import hosts_to_cordon
 
     actions = [
         {"type": "Migrate", "vm": "v1", "source": "kept-a", "host": "kept-b"},  # kept-a hands a VM on...
@@ -280,3 +280,12 @@ def test_a_reshaping_plan_cordons_only_the_hosts_it_empties():
     ]
     # kept-a must stay schedulable: the migration into it would fail on a cordoned node.
     assert hosts_to_cordon(actions) == ["gone", "spare"]
+
+
+def test_the_policy_status_summary_counts_the_cluster():
+    state = ci.cluster_state([node("h1"), node("h2", bmn="h2")], [bmn("h2", powered_on=False)],
+                             [vmi("a", "h1", cpu="16"), vmi("b")], [launcher("b", unschedulable=True)],
+                             {**POLICY, "standbyPool": {}})
+    summary = state.summary()
+    assert {k: summary[k] for k in ("hosts", "vms", "pendingVms")} == {"hosts": 2, "vms": 1, "pendingVms": 1}
+    assert 0 <= summary["utilisationPercent"] <= 100

@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stratus.controllers.metering import Config, FileState, Metering, instrument, keys_from_secret_data
+from stratus.controllers.instrumentation import instrument
+from stratus.drivers.ledger_keys import keys_from_secret_data
+from stratus.drivers.metering import FileState
+from stratus.loops.metering_closer import Config, Metering
 from stratus.core.ledger import Keyring, Ledger, Signer, verify
 from stratus.core.metering import to_epoch
 from stratus.drivers.ledger_store import MemoryLedgerStore
@@ -295,7 +298,7 @@ class _FakeKube:
     ids=["stopped-unseen", "unchanged", "vanished"],
 )
 def test_resync_before_close_uses_the_objects_own_timestamps(monkeypatch, listed, want):
-    import stratus.controllers.metering as metering
+    import stratus.drivers.metering as metering
 
     m = runtime(interval=60)
     m.on_event(SRV, None, server(ns="ns1", ready_at=T(10)), NS)

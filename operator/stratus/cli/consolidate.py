@@ -26,16 +26,16 @@ import yaml
 def _policy(name: str | None) -> dict:
     from ..api.consolidationpolicy import ConsolidationPolicySpec
     from ..api.registry import API_VERSION
-    from ..controllers import consolidation as cc
     from ..drivers import kube
+    from ..loops import consolidation_cycle as cycle
 
     if name:
-        body = kube.get(API_VERSION, cc.POLICIES, name)
+        body = kube.get(API_VERSION, cycle.POLICIES, name)
         if body is None:
             raise click.ClickException(f"ConsolidationPolicy {name!r} does not exist (kubectl get cpol)")
         return body
-    policies = cc._list_custom(cc.GROUP, cc.VERSION, cc.POLICIES)
-    active = cc._active_policy(policies)
+    policies = cycle.list_policies()
+    active = cycle.active_policy(policies)
     for p in policies:
         if p["metadata"]["name"] == active:
             return p
@@ -54,11 +54,11 @@ def consolidate() -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
 def plan_cmd(dry_run: bool, policy_name: str | None, output: str) -> None:
     """Plan consolidation for the live cluster."""
-    from ..controllers import consolidation as cc
     from ..core.consolidation import inputs as ci
+    from ..loops import consolidation_cycle as cycle
 
     policy = _policy(policy_name)
-    state, plan = cc.plan_for(policy.get("spec") or {})
+    state, plan = cycle.plan_for(policy.get("spec") or {})
     name = policy["metadata"]["name"] or "(defaults)"
     doc = {"policy": name, **ci.plan_spec(plan, name, approved=False), "cluster": state.summary(), "notes": list(state.notes)}
     doc.pop("approved")
@@ -92,7 +92,7 @@ def plan_cmd(dry_run: bool, policy_name: str | None, output: str) -> None:
     if plan.is_empty:
         click.echo("nothing to record: the plan is empty")
         return
-    created = cc._create_plan(policy, plan, approved=False)
+    created = cycle.create_plan(policy, plan, approved=False)
     click.echo(f"recorded ConsolidationPlan {created}; approve it with: stratus consolidate approve {created}")
 
 
@@ -102,11 +102,10 @@ def approve_cmd(plan: str) -> None:
     """Approve a Recommended plan (it then runs)."""
     from kubernetes.client.rest import ApiException
 
-    from ..controllers import consolidation as cc
-    from ..drivers import kube
+    from ..loops import consolidation_cycle as cycle
 
     try:
-        kube.custom().patch_cluster_custom_object(cc.GROUP, cc.VERSION, cc.PLANS, plan, {"spec": {"approved": True}})
+        cycle.approve(plan)
     except ApiException as exc:
         raise click.ClickException(f"could not approve {plan}: {exc.status} {exc.reason}") from None
     click.echo(f"approved {plan}")

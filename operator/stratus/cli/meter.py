@@ -70,7 +70,7 @@ def _keyring(jwks: str | None, namespace: str):
 
     if jwks:
         return Keyring.from_jwks(json.loads(pathlib.Path(jwks).read_text()))
-    from ..controllers.metering import published_keyring
+    from ..drivers.ledger_keys import published_keyring
 
     try:
         return published_keyring(namespace)
@@ -192,7 +192,7 @@ def verify_cmd(projects, heads, ledger_dir, s3_bucket, s3_endpoint, s3_prefix, j
 @click.option("--namespace", envvar="STRATUS_NAMESPACE", default="default", show_default=True)
 def rotate_key(namespace) -> None:
     """Add a new signing key and make it current; old keys stay published for verification."""
-    from ..controllers.metering import SIGNING_SECRET, keys_from_secret_data, publish_keys
+    from ..drivers.ledger_keys import SIGNING_SECRET, keys_from_secret_data, publish_keys
     from ..core.ledger import Signer
     from ..drivers import kube
 

@@ -18,7 +18,9 @@ Bucket, level-based on every change and resume:
 
 A timer refreshes usage and quota every STRATUS_BUCKET_USAGE_INTERVAL seconds (30),
 blocks tenant writes when a limit is reached and lifts the block when usage drops
-(see drivers/s3.py), and runs expiration when the backend has no native lifecycle.
+(see drivers/s3.py), and runs expiration when the backend has no native lifecycle
+(loops/bucket_usage.py). Names, quotas and the connection ConfigMap are computed in
+core/bucket.py; stores per class come from drivers/bucket_stores.py.
 
 Deletion (finalizer): forceDelete or the class policy Delete deletes every object and
 the bucket; with Retain an empty bucket is deleted, and a bucket holding objects is
@@ -33,79 +35,28 @@ logs carry access key ids at most.
 
 from __future__ import annotations
 
-import base64
-import collections
-import hashlib
 import os
-import threading
-import urllib.parse
 
 import kopf
 from kubernetes.client.rest import ApiException
 
 from ..api.bucket import Bucket
-from ..api.bucketclass import BucketClass, CredentialScoping, DeletionPolicy
+from ..api.bucketclass import BucketClass, DeletionPolicy
 from ..api.registry import API_VERSION, GROUP, LABEL_PREFIX, VERSION
+from ..core.bucket import bucket_name_of, connection_config, effective_quota, error_text, quota_conditions, quota_state
 from ..core.compute import owner_reference
 from ..core.conditions import now, set_condition
-from ..core.quantity import parse_bytes
-from ..drivers import kube
+from ..drivers import kube, s3
+# Re-exported: services/images.py, controllers/image.py and controllers/datajob.py take stores from here.
+from ..drivers.bucket_stores import ClassNotReady, admin_credentials, store_for_class  # noqa: F401
+from ..loops import bucket_usage
+from ..loops.bucket_usage import USAGE_INTERVAL, bucket_lock
 from .status import write_status
-from ..drivers import s3
 
-USAGE_INTERVAL = float(os.environ.get("STRATUS_BUCKET_USAGE_INTERVAL", "30"))
 RETRY = 10
 BUCKET_LABEL = f"{LABEL_PREFIX}/bucket"
 #: The image store's bucket (controllers/image.py); no tenant Bucket may take its name.
 IMAGE_BUCKET = os.environ.get("STRATUS_IMAGE_BUCKET", "stratus-images")
-
-
-class ClassNotReady(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
-# -- stores per class ----------------------------------------------------------------------
-
-_stores: dict[str, tuple[str, s3.S3ObjectStore]] = {}
-_stores_lock = threading.Lock()
-
-
-def admin_credentials(cls: dict) -> s3.AdminCredentials:
-    spec = cls["spec"]
-    ref = spec["credentialsSecret"]
-    try:
-        secret = kube.core().read_namespaced_secret(ref["name"], ref["namespace"])
-    except ApiException as exc:
-        if exc.status == 404:
-            raise ClassNotReady("SecretNotFound", f"Secret {ref['namespace']}/{ref['name']} named by BucketClass {cls['metadata']['name']} does not exist; create it with keys accessKey and secretKey") from None
-        raise
-    data = secret.data or {}
-    missing = [k for k in ("accessKey", "secretKey") if not data.get(k)]
-    if missing:
-        raise ClassNotReady("SecretIncomplete", f"Secret {ref['namespace']}/{ref['name']} lacks {', '.join(missing)}; add them")
-    decode = lambda k: base64.b64decode(data[k]).decode()  # noqa: E731
-    return s3.AdminCredentials(spec["endpoint"], spec.get("region") or s3.DEFAULT_REGION, decode("accessKey"), decode("secretKey"))
-
-
-def store_for_class(class_name: str) -> tuple[dict, s3.S3ObjectStore]:
-    """The BucketClass and an object store on it (cached per class and credentials)."""
-    cls = kube.get(API_VERSION, "bucketclasses", class_name)
-    if cls is None:
-        raise ClassNotReady("BucketClassNotFound", f"BucketClass {class_name!r} does not exist; create it or name an existing one (kubectl get bucketclasses)")
-    creds = admin_credentials(cls)
-    fingerprint = hashlib.sha256(repr((creds, creds.secret_key, cls["spec"].get("credentialScoping"))).encode()).hexdigest()
-    with _stores_lock:
-        cached = _stores.get(class_name)
-        if cached and cached[0] == fingerprint:
-            return cls, cached[1]
-        if cls["spec"].get("credentialScoping", "Versitygw") == CredentialScoping.VERSITYGW.value:
-            store = s3.S3ObjectStore.for_versitygw(creds)
-        else:
-            store = s3.S3ObjectStore(creds)
-        _stores[class_name] = (fingerprint, store)
-        return cls, store
 
 
 # -- BucketClass -----------------------------------------------------------------------------
@@ -124,7 +75,7 @@ def reconcile_bucket_class(body, name, patch, **_) -> None:
     except ClassNotReady as exc:
         reason, message = exc.reason, exc.message
     except Exception as exc:  # noqa: BLE001 - any failure to reach the endpoint is reported
-        reason, message = "EndpointUnreachable", f"the endpoint did not accept the admin credentials: {type(exc).__name__}; check spec.endpoint and the Secret"
+        reason, message = "EndpointUnreachable", f"the endpoint did not accept the admin credentials: {error_text(exc)}; check spec.endpoint and the Secret"
     else:
         patch.status.update(phase="Ready", observedGeneration=generation)
         patch.status["conditions"] = set_condition(conditions, "Ready", True, "EndpointReady", "The endpoint answers with the admin credentials", generation)
@@ -134,50 +85,7 @@ def reconcile_bucket_class(body, name, patch, **_) -> None:
     raise kopf.TemporaryError(message, delay=RETRY)
 
 
-# -- Bucket: pure helpers ---------------------------------------------------------------------
-
-
-def generated_bucket_name(namespace: str, name: str, uid: str) -> str:
-    """DNS-safe, at most 63 characters, unique through the uid's hash."""
-    suffix = hashlib.sha256(uid.encode()).hexdigest()[:8]
-    base = f"{namespace}-{name}".replace(".", "-").lower()[: 63 - len(suffix) - 1].strip("-")
-    return f"{base}-{suffix}"
-
-
-def bucket_name_of(bucket: Bucket) -> str:
-    return bucket.spec.bucket_name or bucket.status.bucket_name or generated_bucket_name(
-        bucket.metadata.namespace, bucket.metadata.name, bucket.metadata.uid)
-
-
-def effective_quota(bucket_spec: dict, cls_spec: dict) -> tuple[int | None, int | None]:
-    quota = bucket_spec.get("quota") or cls_spec.get("defaultQuota") or {}
-    max_bytes = parse_bytes(quota["maxBytes"]) if quota.get("maxBytes") else None
-    return max_bytes, quota.get("maxObjects")
-
-
-def connection_config(endpoint: str, region: str, bucket: str) -> dict[str, str]:
-    url = urllib.parse.urlsplit(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return {
-        "BUCKET_HOST": url.hostname or "",
-        "BUCKET_PORT": str(port),
-        "BUCKET_NAME": bucket,
-        "BUCKET_REGION": region,
-        "BUCKET_SSL": "true" if url.scheme == "https" else "false",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": region,
-    }
-
-
-def _quota_state(q: s3.QuotaStatus) -> dict:
-    return {"maxBytes": q.max_bytes, "maxObjects": q.max_objects, "exceeded": q.exceeded,
-            "writesBlocked": q.writes_blocked, "enforcement": q.mode.value}
-
-
 # -- Bucket: handlers -------------------------------------------------------------------------
-
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
-
 
 def _write_status(body: dict, status: dict) -> dict:
     return write_status(body, "buckets", status, error_phase="Error")
@@ -233,7 +141,7 @@ def _sync(body: dict, logger) -> None:
         try:
             taken = store.bucket_exists(name)
         except Exception as exc:  # noqa: BLE001
-            _fail(body, "Error", "BackendError", f"The object store failed: {type(exc).__name__}; retrying")
+            _fail(body, "Error", "BackendError", f"The object store failed: {error_text(exc)}; retrying")
             raise kopf.TemporaryError(f"object store: {type(exc).__name__}", delay=RETRY) from None
         if taken or name == IMAGE_BUCKET:
             _fail(body, "Error", "BucketNameTaken", f"A bucket named {name!r} already exists on this endpoint and is not this Bucket's; choose another spec.bucketName in a new Bucket")
@@ -254,7 +162,7 @@ def _sync(body: dict, logger) -> None:
         _fail(body, "Error", "InvalidBucket", f"{exc}; fix the Bucket or its class")
         raise kopf.PermanentError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001
-        _fail(body, "Error", "BackendError", f"The object store failed: {type(exc).__name__}; retrying")
+        _fail(body, "Error", "BackendError", f"The object store failed: {error_text(exc)}; retrying")
         raise kopf.TemporaryError(f"object store: {type(exc).__name__}", delay=RETRY) from None
     if result.created:
         logger.info("created bucket %s on %s", name, store.endpoint_url)
@@ -270,10 +178,7 @@ def _sync(body: dict, logger) -> None:
     config = connection_config(store.endpoint_url, store.region, name)
     _apply_children(body, config, creds)
 
-    if quota.exceeded:
-        conditions = set_condition(conditions, "QuotaExceeded", True, "QuotaReached", quota.message + "; delete objects or raise spec.quota", generation)
-    else:
-        conditions = set_condition(conditions, "QuotaExceeded", False, "WithinQuota", quota.message, generation)
+    conditions = quota_conditions(conditions, quota, generation)
     conditions = set_condition(conditions, "Ready", True, "Bound", f"Bucket {name} is ready at {store.endpoint_url}", generation)
     _write_status(body, {
         "phase": "Bound", "conditions": conditions, "observedGeneration": generation,
@@ -281,7 +186,7 @@ def _sync(body: dict, logger) -> None:
         "configMapName": meta["name"], "secretName": meta["name"] if creds else "",
         "credentials": "Scoped" if creds else "Unavailable",
         "usage": {"objects": quota.usage.objects, "bytes": quota.usage.bytes, "refreshedAt": now()},
-        "quota": _quota_state(quota),
+        "quota": quota_state(quota),
     })
 
 
@@ -289,7 +194,8 @@ def _sync(body: dict, logger) -> None:
 @kopf.on.create(GROUP, VERSION, "buckets")
 @kopf.on.update(GROUP, VERSION, "buckets", field="spec")
 def reconcile_bucket(body, name, namespace, logger, **_) -> None:
-    with _locks[(namespace, name)]:
+    Bucket.model_validate(kube.plain(body))
+    with bucket_lock(namespace, name):
         fresh = kube.get(API_VERSION, "buckets", name, namespace) or kube.plain(body)
         if fresh["metadata"].get("deletionTimestamp"):
             return
@@ -298,40 +204,14 @@ def reconcile_bucket(body, name, namespace, logger, **_) -> None:
 
 @kopf.timer(GROUP, VERSION, "buckets", interval=USAGE_INTERVAL, initial_delay=USAGE_INTERVAL / 2, idle=None)
 def refresh_usage(body, name, namespace, logger, **_) -> None:
-    with _locks[(namespace, name)]:
-        fresh = kube.get(API_VERSION, "buckets", name, namespace)
-        if not fresh or fresh["metadata"].get("deletionTimestamp") or (fresh.get("status") or {}).get("phase") != "Bound":
-            return
-        status = fresh["status"]
-        try:
-            cls, store = store_for_class(fresh["spec"]["bucketClassName"])
-            bucket_name = status["bucketName"]
-            lifecycle = (fresh["spec"].get("lifecycle") or {}).get("expirationDays")
-            if lifecycle and not store.capabilities.native_lifecycle:
-                expired = store.expire_objects(bucket_name, lifecycle)
-                if expired:
-                    logger.info("expired %d objects in %s", expired, bucket_name)
-            quota = store.check_quota(bucket_name)
-        except Exception as exc:  # noqa: BLE001 - the next tick tries again
-            logger.warning("usage refresh of %s failed: %s", name, type(exc).__name__)
-            return
-        generation = fresh["metadata"].get("generation", 0)
-        conditions = status.get("conditions")
-        if quota.exceeded:
-            conditions = set_condition(conditions, "QuotaExceeded", True, "QuotaReached", quota.message + "; delete objects or raise spec.quota", generation)
-        else:
-            conditions = set_condition(conditions, "QuotaExceeded", False, "WithinQuota", quota.message, generation)
-        was_blocked = (status.get("quota") or {}).get("writesBlocked")
-        _write_status(fresh, {"conditions": conditions, "quota": _quota_state(quota),
-                              "usage": {"objects": quota.usage.objects, "bytes": quota.usage.bytes, "refreshedAt": now()}})
-        if quota.writes_blocked != bool(was_blocked):
-            kopf.event(fresh, type="Warning" if quota.writes_blocked else "Normal",
-                       reason="QuotaReached" if quota.writes_blocked else "WithinQuota", message=quota.message)
+    Bucket.model_validate(kube.plain(body))
+    bucket_usage.refresh(name, namespace, _write_status, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, "buckets")
 def delete_bucket(body, name, namespace, logger, **_) -> None:
     body = kube.plain(body)
+    Bucket.model_validate(body)
     status = body.get("status") or {}
     bucket_name = status.get("bucketName")
     if not bucket_name:

@@ -12,6 +12,7 @@ Service of the same name, when the chart deploys one, takes precedence.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -27,6 +28,7 @@ from ..drivers import identity as k8s
 from ..drivers import kube
 from .accesstoken import SERVER_ENV
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _local: dict[str, dict] = {}
 
@@ -36,8 +38,8 @@ def register_endpoint(name: str, url: str, type_: str = "", description: str = "
     _local[name] = {"name": name, "url": url, "type": type_ or name, "ready": True, "description": description}
     try:
         refresh_catalog()
-    except ApiException:
-        pass  # no catalog CRD yet, or the API is away: the next refresh includes it
+    except ApiException as exc:  # no catalog CRD yet, or the API is away: the next refresh includes it
+        log.warning("catalog not refreshed for endpoint %s (%s %s); the next refresh includes it", name, exc.status, exc.reason)
 
 
 def _ready_services() -> set[tuple[str, str]]:

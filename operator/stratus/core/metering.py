@@ -79,6 +79,7 @@ Rating.
 from __future__ import annotations
 
 import bisect
+import enum
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -98,10 +99,15 @@ __all__ = [
     "Rate",
     "ResourceUsage",
     "UsageTracker",
+    "TickStep",
     "format_time",
     "from_epoch",
+    "observation_time",
+    "parse_kube_time",
     "parse_time",
+    "tick_step",
     "to_epoch",
+    "vanished",
 ]
 
 DEFAULT_INTERVAL = 3600
@@ -715,3 +721,75 @@ class PriceList:
         if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
             raise ValueError(f"currency must be an ISO 4217 code like EUR, got {currency!r}")
         return cls(currency=currency, rates=rates)
+
+
+# --------------------------------------------------------------------------- the closer's decisions
+#
+# The metering loop (stratus.loops.metering_closer) feeds the tracker from watch events and
+# closes intervals on a timer; what it decides is here, so it is table-tested.
+
+
+def parse_kube_time(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp, leniently (None for none or garbage; naive means UTC)."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def observation_time(*, new: bool, running_changed: bool, transition: datetime | None, created: datetime | None,
+                     now: datetime, floor: datetime | None = None) -> datetime:
+    """When a change of an object's usage took effect, by the object's own timestamps.
+
+    A newly seen object counts from its last transition, else its creation; a change of
+    running state from its transition; a change of quantity alone (no recorded instant)
+    from ``now``. Never later than ``now``; never before ``floor`` (given for a project new
+    to the tracker: a first deployment does not bill the years before it).
+    """
+    if new:
+        at = transition or created or now
+    elif running_changed:
+        at = transition or now
+    else:
+        at = now
+    at = min(at, now)
+    return max(at, floor) if floor is not None else at
+
+
+def vanished(tracked: Mapping[str, Mapping[str, str]], live: Mapping[str, set[str]],
+             indexed: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
+    """(project, uid, kind) of tracked resources that no longer exist.
+
+    ``tracked`` is project -> uid -> kind (the tracker's live resources); ``live`` kind ->
+    the uids a listing found, for the kinds that could be listed (a kind that is not
+    installed is absent, so nothing of it is judged gone); ``indexed`` uids the event
+    index still holds (an event not yet processed).
+    """
+    out = []
+    for project in sorted(tracked):
+        for uid, kind in tracked[project].items():
+            if kind in live and uid not in live[kind] and uid not in indexed:
+                out.append((project, uid, kind))
+    return out
+
+
+class TickStep(enum.Enum):
+    OPEN = "open"    # the ledger is not open yet: try now
+    IDLE = "idle"    # nothing to do this tick
+    SAVE = "save"    # nothing due, but changes wait to be saved
+    CLOSE = "close"  # intervals are due: resync, refresh keys, close
+
+
+def tick_step(*, ledger_open: bool, ledger_off: bool, now: float, next_open: float, due: bool,
+              dirty_since: float | None, monotonic: float, save_delay: float) -> TickStep:
+    """What one tick of the closer does (``due``: the tracker has intervals to close)."""
+    if not ledger_open:
+        return TickStep.OPEN if not ledger_off and now >= next_open else TickStep.IDLE
+    if due:
+        return TickStep.CLOSE
+    if dirty_since is not None and monotonic - dirty_since >= save_delay:
+        return TickStep.SAVE
+    return TickStep.IDLE

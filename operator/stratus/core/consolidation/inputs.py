@@ -192,7 +192,7 @@ class ClusterState:
 
     def summary(self) -> dict:
         """Counts for the policy's status."""
-        from .consolidation.world import World
+        from .world import World
 
         world = World(self.hosts, self.vms, self.constraints)
         return {
