@@ -951,6 +951,33 @@ def _forget_login(address: BmcAddress, credentials: BmcCredentials) -> None:
         Session.initting_sessions.pop(key, None)
 
 
+def _logout(session: Any, *, tell_bmc: bool = True) -> None:
+    """Log a pyghmi session out, and drop it even when the BMC does not answer the logout.
+
+    ``tell_bmc=False`` (an operation that timed out: the BMC is not answering) skips the
+    "Close Session" command and drops the session at once, so that no other Command is
+    handed it while a logout waits for an answer that does not come.
+
+    Part of workaround 3: pyghmi's logout sends "Close Session" first and only then marks the
+    session broken and removes it from its table (``Session.bmc_handlers``). When the BMC
+    has died or restarted, that command raises and the session stays in the table as
+    logged in: the next Command for the same BMC is handed it and waits for answers to a
+    session the new BMC never heard of (a full timeout, then more). Clearing ``logged``
+    and logging out again skips the command and does only the local part.
+    """
+    if tell_bmc:
+        try:
+            session.logout()
+            return
+        except Exception:  # noqa: BLE001 - dropped locally below
+            pass
+    try:
+        session.logged = 0
+        session.logout()
+    except Exception:  # noqa: BLE001 - nothing more to do
+        pass
+
+
 _FRU_SHRINK_CODES = {0xC7, 0xC8, 0xC9, 0xCA}
 _FRU_FIRST_CHUNK = 64
 _FRU_MIN_CHUNK = 8
@@ -1007,10 +1034,7 @@ class IpmiClient(BmcClient):
                 raise typed from None
             finally:
                 if cmd is not None:
-                    try:
-                        cmd.ipmi_session.logout()
-                    except Exception:  # noqa: BLE001 - the session is dropped either way
-                        pass
+                    _logout(cmd.ipmi_session)
                 _forget_login(self.address, self._credentials)
 
         return call
@@ -1027,10 +1051,7 @@ class IpmiClient(BmcClient):
             # Logging the session out ends pyghmi's wait loops for it ("Session no longer
             # connected"), so the thread, and with it the BMC's lock, is freed soon.
             for cmd in holder:
-                try:
-                    cmd.ipmi_session.logout()
-                except Exception:  # noqa: BLE001
-                    pass
+                _logout(cmd.ipmi_session, tell_bmc=False)
 
         return await self._executor.run(
             (self.address.host, self.address.port),
