@@ -49,9 +49,10 @@ Bounded time, typed errors.
     password or an unknown user fails at once (the BMC answers RAKP with an error); a BMC
     that does not answer is given up by pyghmi after about five seconds of retries. If the
     deadline passes first, the caller gets :class:`BmcUnreachable` at once, the session
-    is logged out from a helper thread (which ends pyghmi's wait loops for it), and the
-    worker thread finishes in the background, still holding the BMC's lock until then,
-    so a later call cannot share its half-dead session. Errors are classified into
+    is dropped from pyghmi's table at once by a helper thread, without a "Close Session"
+    the BMC would not answer (which ends pyghmi's wait loops for it, see ``_logout``),
+    and the worker thread finishes in the background, still holding the BMC's lock
+    until then; a later call gets a fresh session, never the half-dead one. Errors are classified into
     :class:`AuthenticationFailed`, :class:`BmcUnreachable`, :class:`CommandUnsupported`
     and :class:`CommandFailed` (plus :class:`InvalidAddress` for the spec), each with a
     CamelCase ``reason`` and a human ``message`` fit for a Kubernetes condition. Messages
