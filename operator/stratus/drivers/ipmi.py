@@ -1103,9 +1103,14 @@ class IpmiClient(BmcClient):
         return await self._power("soft power off", PowerState.OFF, "shutdown", wait)
 
     async def reset(self) -> PowerState:
+        from pyghmi import exceptions as pyghmi_exc
+
         def work(cmd: Any) -> PowerState:
             cmd.set_power("boot")  # pyghmi: "on" when the host is off, else a hard reset
-            return self._read_power(cmd)
+            try:
+                return self._read_power(cmd)
+            except pyghmi_exc.IpmiException:
+                return PowerState.ON  # accepted; a status read refused while the host restarts is no failure
 
         return await self._run("reset", work)
 
