@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/baremetal/bench.py               # 100 BMCs, writes benchmarks/baremetal/results.md
     .venv/bin/python benchmarks/baremetal/bench.py --count 10 --no-write   # a smoke run
+    .venv/bin/python benchmarks/baremetal/bench.py --driver-only           # the driver alone, printed
 
 Everything runs in one go on this machine: N `ipmi_sim` BMCs on loopback (hack/bmcsim),
 then three ways of powering all of them on and then off, each timed until every power
@@ -234,6 +235,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("STRATUS_IPMI_CONCURRENCY", "16")))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--driver-only", action="store_true",
+                        help="time only the in-process driver (no control plane, nothing written): a quick check of a driver change")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on `timeout`
     os.environ["STRATUS_IPMI_CONCURRENCY"] = str(args.concurrency)
@@ -246,6 +249,12 @@ def main() -> int:
         results["fleet_start_seconds"] = started
         try:
             print(f"bench: {args.count} BMCs up in {started:.1f}s", file=sys.stderr)
+            if args.driver_only:
+                for want in (True, False):
+                    r = driver_run(fleet, want, args.concurrency)
+                    print(f"driver all {'on' if want else 'off'}: {r['seconds']:.2f}s, "
+                          f"{r['datagrams_per_node']:.1f} datagrams per node, {r['peak_threads']} threads")
+                return 0
             results["ipmitool_on"] = ipmitool_loop(fleet, True)
             results["ipmitool_off"] = ipmitool_loop(fleet, False)
             results["ipmitool_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -51,6 +51,8 @@ Design decisions
   BMC is back starts a new machine process, as a descendant of the new ipmi_sim.
 * Fault injection for tests: a `fault` file in the state directory listing parameter names
   (power, boot, reset, shutdown, identify, or `all`), one a line, makes `set` of those fail.
+  The line `power-read-after-set` instead lets `set power` succeed and makes the one `get
+  power` after it fail, as a BMC busy with the power change may refuse a status read.
 * Standard library only, started with `python -I -S` so each call costs a few milliseconds.
 """
 
@@ -68,6 +70,7 @@ STATE_FILE = "chassis.json"
 LOG_FILE = "chassis.log"
 MACHINE_FILE = "machine.json"
 FAULT_FILE = "fault"
+REFUSE_READ_FILE = "refuse-power-read"
 BOOT_DEVICES = ("none", "pxe", "default", "cdrom", "bios")
 
 DEFAULT_STATE = {
@@ -235,6 +238,10 @@ def do_get(state_dir: str, params: list[str]) -> list[str]:
     out = []
     for param in params:
         if param == "power":
+            refuse = os.path.join(state_dir, REFUSE_READ_FILE)
+            if os.path.exists(refuse):
+                os.unlink(refuse)
+                raise ChassisError("injected fault: power read refused after a power change")
             out.append(f"power:{1 if state['power'] else 0}")
         elif param == "boot":
             out.append(f"boot:{state.get('boot', 'none')}")
@@ -263,6 +270,9 @@ def do_set(state_dir: str, args: list[str]) -> None:
             raise ChassisError(f"injected fault for {param}")
         value = values[0] if values else ""
         if param == "power":
+            if "power-read-after-set" in faults:
+                with open(os.path.join(state_dir, REFUSE_READ_FILE), "w"):
+                    pass
             want = value.strip() not in ("0", "")
             if want and not state["power"]:
                 state["power"] = 1

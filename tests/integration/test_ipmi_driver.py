@@ -119,6 +119,19 @@ def test_a_failing_chassis_is_a_command_failure(bmc, ipmi_client):
     assert run(client.power_on(wait=10)) == PowerState.ON
 
 
+def test_a_status_read_refused_after_an_accepted_power_change_is_polled_again(bmc, ipmi_client):
+    # The chassis accepts "power on", then refuses the one status read right after it
+    # (an IpmiException from pyghmi, completion code 0xFF): the command did not fail, the
+    # driver reports "not yet" and waiting polls until the host reads as on.
+    client = ipmi_client(bmc)
+    bmc.set_fault("power-read-after-set")
+    assert run(client.power_on()) == PowerState.OFF
+    assert ipmitool_power(bmc) == "on"
+    assert run(client.power_off(wait=10)) == PowerState.OFF
+    assert run(client.power_on(wait=10)) == PowerState.ON
+    assert bmc.read_state()["boot_count"] == 2
+
+
 # ---------------------------------------------------------------------------------------
 # Boot device
 # ---------------------------------------------------------------------------------------
@@ -395,3 +408,19 @@ def test_the_fake_behaves_like_the_driver():
 
     run(scenario())
     assert host.calls[:4] == ["power_on", "set_boot_device", "get_boot_device", "inspect"]
+
+
+@pytest.mark.parametrize("installed", ["1.6.20", None])
+def test_another_pyghmi_release_is_refused_on_first_use_naming_the_expected_one(monkeypatch, installed):
+    # The driver patches pyghmi 1.6.19's private internals; on any other release it must not
+    # guess. Each operation then fails with a condition-ready error naming the version.
+    monkeypatch.setattr(ipmi, "_PYGHMI_READY", False)
+    monkeypatch.setattr(ipmi, "_pyghmi_version", lambda: installed)
+    client = ipmi.IpmiClient(ipmi.parse_address("ipmi://127.0.0.1:9"), BmcCredentials("admin", "pw"), executor=IpmiExecutor(1))
+    for _ in range(2):
+        with pytest.raises(ipmi.UnsupportedPyghmi) as err:
+            run(client.power_state())
+        assert err.value.reason == "UnsupportedPyghmiVersion" and not err.value.retryable
+        assert f"pyghmi=={ipmi.PYGHMI_VERSION}" in err.value.message
+        assert (f"pyghmi {installed} is installed" if installed else "pyghmi is not installed") in err.value.message
+        assert err.value.message.startswith("read power state on ipmi://127.0.0.1:9")

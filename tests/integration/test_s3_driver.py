@@ -1,9 +1,11 @@
-"""The S3 driver against a real versitygw server (no Kubernetes needed)."""
+"""The S3 driver against a real versitygw server (no Kubernetes needed), and the in-memory fake's
+contract: the cases at the end run against both."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import random
 import tracemalloc
@@ -18,14 +20,17 @@ from stratus.drivers.s3 import (
     AdminCredentials,
     MiB,
     BucketNotEmpty,
+    InvalidBucketName,
     NoSuchBucket,
     NoSuchKey,
+    ObjectStore,
     QuotaMode,
     S3ObjectStore,
     UnsupportedRegion,
     scoped_access_key,
 )
 from stratus.dev.s3server import S3Server
+from tests.fakes.s3 import InMemoryObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -356,3 +361,148 @@ def test_launcher_restarts_on_the_same_data_with_the_same_keys(tmp_path):
         server.stop()
     server.stop()  # idempotent
     assert not server.running
+
+
+# ---------------------------------------------------------------------------------------
+# The in-memory fake's contract: the same cases against versitygw and against the fake
+# (tests/fakes/s3.py, which the controllers' unit tests use), so that what the fake does
+# is what the driver does on a real server.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["versitygw", "fake"])
+def store(request: pytest.FixtureRequest, object_store: S3ObjectStore) -> ObjectStore:
+    return object_store if request.param == "versitygw" else InMemoryObjectStore()
+
+
+def test_contract_capabilities(store, bucket_name):
+    store.ensure_bucket(bucket_name, lifecycle_expiration_days=3)
+    assert isinstance(store, ObjectStore)
+    caps = store.capabilities
+    assert (caps.versioning, caps.scoped_credentials, caps.quota, caps.native_lifecycle) == (
+        True,
+        True,
+        QuotaMode.OPERATOR,
+        False,
+    )
+
+
+def test_contract_ensure_bucket_is_idempotent_and_validates(store, bucket_name):
+    assert store.ensure_bucket(bucket_name).created
+    result = store.ensure_bucket(bucket_name, public_read=True, lifecycle_expiration_days=3)
+    assert (result.created, result.public_read, result.lifecycle_native) == (False, True, False)
+    with pytest.raises(InvalidBucketName):
+        store.ensure_bucket("Bad_Name")
+    with pytest.raises(UnsupportedRegion):
+        store.ensure_bucket(bucket_name, region="eu-west-1")
+
+
+def test_contract_versioning_keeps_versions_and_suspends(store, bucket_name):
+    assert store.ensure_bucket(bucket_name, versioning=True).versioning == "Enabled"
+    v1 = store.put_object_stream(bucket_name, "a", [b"one"])
+    v2 = store.put_object_stream(bucket_name, "a", [b"three"])
+    assert None is not v1.version_id != v2.version_id is not None
+    assert b"".join(store.iter_object(bucket_name, "a", version_id=v1.version_id)) == b"one"
+    assert b"".join(store.iter_object(bucket_name, "a")) == b"three"
+    store.delete_object(bucket_name, "a")
+    assert store.stat_object(bucket_name, "a") is None
+    assert store.bucket_usage(bucket_name) == (2, 8)
+    assert store.ensure_bucket(bucket_name).versioning == "Suspended"
+
+
+def test_contract_unversioned_bucket_overwrites(store, bucket_name):
+    store.ensure_bucket(bucket_name)
+    store.put_object_stream(bucket_name, "k", [b"1"])
+    store.put_object_stream(bucket_name, "k", [b"22"])
+    assert store.bucket_usage(bucket_name) == (1, 2)
+    assert store.stat_object(bucket_name, "k").version_id is None
+    store.delete_object(bucket_name, "k")
+    assert store.bucket_usage(bucket_name) == (0, 0)
+    with pytest.raises(NoSuchKey):
+        store.iter_object(bucket_name, "k")
+
+
+def test_contract_scoped_credentials_are_idempotent(store, bucket_name):
+    store.ensure_bucket(bucket_name)
+    creds = store.create_scoped_credentials(bucket_name)
+    assert store.create_scoped_credentials(bucket_name) == creds
+    assert creds.secret_key not in repr(creds)
+    assert store.list_scoped_credentials(bucket_name) == [creds.access_key]
+    store.delete_scoped_credentials(bucket_name, creds.access_key)
+    store.delete_scoped_credentials(bucket_name, creds.access_key)
+    assert store.list_scoped_credentials(bucket_name) == []
+    with pytest.raises(NoSuchBucket):
+        store.create_scoped_credentials(f"{bucket_name}-absent")
+
+
+def test_contract_quota_blocks_writes_until_usage_drops(store, bucket_name):
+    store.ensure_bucket(bucket_name)
+    assert store.set_quota(bucket_name, max_objects=1) is QuotaMode.OPERATOR
+    store.put_object_stream(bucket_name, "1", [b"a"])
+    status = store.check_quota(bucket_name)
+    assert (status.exceeded, status.writes_blocked, status.message) == (
+        True,
+        True,
+        "1/1 objects: quota reached, writes refused",
+    )
+    assert store.check_quota(bucket_name, enforce=False).writes_blocked
+    store.delete_object(bucket_name, "1")
+    assert not store.check_quota(bucket_name).writes_blocked
+    store.set_quota(bucket_name)
+    assert store.check_quota(bucket_name).message == "no quota"
+    with pytest.raises(ValueError):
+        store.set_quota(bucket_name, max_bytes=-1)
+
+
+def test_contract_delete_bucket_refuses_content_unless_forced(store, bucket_name):
+    store.ensure_bucket(bucket_name, versioning=True)
+    store.put_object_stream(bucket_name, "k", [b"abc"])
+    store.create_scoped_credentials(bucket_name)
+    with pytest.raises(BucketNotEmpty, match="1 objects, 3 bytes") as exc:
+        store.delete_bucket(bucket_name)
+    assert exc.value.usage == (1, 3)
+    assert store.delete_bucket(bucket_name, force=True) is True
+    assert store.delete_bucket(bucket_name, force=True) is False
+    assert not store.bucket_exists(bucket_name)
+
+
+def test_contract_delete_markers_alone_do_not_block_deletion(store, bucket_name):
+    store.ensure_bucket(bucket_name, versioning=True)
+    put = store.put_object_stream(bucket_name, "k", [b"x"])
+    store.delete_object(bucket_name, "k")
+    store.delete_object(bucket_name, "k", version_id=put.version_id)
+    assert store.delete_bucket(bucket_name) is True
+
+
+def test_contract_expire_objects_by_age(store, bucket_name):
+    store.ensure_bucket(bucket_name)
+    store.put_object_stream(bucket_name, "old", [b"1"])
+    now = dt.datetime.now(dt.UTC)
+    assert store.expire_objects(bucket_name, 3, now=now + dt.timedelta(days=2)) == 0
+    assert store.expire_objects(bucket_name, 3, now=now + dt.timedelta(days=4)) == 1
+    assert store.stat_object(bucket_name, "old") is None
+
+
+def test_contract_streaming_put_counts_parts(store, bucket_name):
+    store.ensure_bucket(bucket_name)
+    big = store.put_object_stream(bucket_name, "disk", io.BytesIO(b"x" * (11 * MiB)), part_size=5 * MiB)
+    assert (big.size, big.parts) == (11 * MiB, 3)
+    small = store.put_object_stream(bucket_name, "tiny", [b"ab", b"c"], content_type="text/plain")
+    assert (small.size, small.parts) == (3, 0)
+    info = store.stat_object(bucket_name, "tiny")
+    assert (info.size, info.content_type) == (3, "text/plain")
+    assert [len(c) for c in store.iter_object(bucket_name, "disk", chunk_size=4 * MiB)] == [4 * MiB, 4 * MiB, 3 * MiB]
+
+
+def test_contract_missing_bucket_is_reported(store, bucket_name):
+    absent = f"{bucket_name}-absent"
+    for call in (
+        lambda: store.bucket_usage(absent),
+        lambda: store.set_quota(absent, max_bytes=1),
+        lambda: store.check_quota(absent),
+        lambda: store.put_object_stream(absent, "k", [b"x"]),
+    ):
+        with pytest.raises(NoSuchBucket, match=f"'{absent}'"):
+            call()
+    assert store.delete_bucket(absent) is False
+    assert not store.bucket_exists(absent)

@@ -208,7 +208,7 @@ def test_sealing_refuses_to_break_the_chain() -> None:
 
 def resign(body: dict, signer: Signer = KEY_A) -> bytes:
     """A record body re-signed: what someone holding the key could forge."""
-    from stratus.core.ledger import _b64u
+    from stratus.core.ledger.canonical import _b64u
 
     b = {k: v for k, v in body.items() if k != "sig"}
     b["sig"] = _b64u(signer.sign(canonical_json(b)))

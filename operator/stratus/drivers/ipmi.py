@@ -49,9 +49,10 @@ Bounded time, typed errors.
     password or an unknown user fails at once (the BMC answers RAKP with an error); a BMC
     that does not answer is given up by pyghmi after about five seconds of retries. If the
     deadline passes first, the caller gets :class:`BmcUnreachable` at once, the session
-    is logged out from a helper thread (which ends pyghmi's wait loops for it), and the
-    worker thread finishes in the background, still holding the BMC's lock until then,
-    so a later call cannot share its half-dead session. Errors are classified into
+    is dropped from pyghmi's table at once by a helper thread, without a "Close Session"
+    the BMC would not answer (which ends pyghmi's wait loops for it, see ``_logout``),
+    and the worker thread finishes in the background, still holding the BMC's lock
+    until then; a later call gets a fresh session, never the half-dead one. Errors are classified into
     :class:`AuthenticationFailed`, :class:`BmcUnreachable`, :class:`CommandUnsupported`
     and :class:`CommandFailed` (plus :class:`InvalidAddress` for the spec), each with a
     CamelCase ``reason`` and a human ``message`` fit for a Kubernetes condition. Messages
@@ -109,6 +110,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import enum
+import importlib.metadata
 import ipaddress
 import logging
 import os
@@ -724,10 +726,23 @@ _COMPLETION_CODES = {
     0xCC: "invalid data field in request",
     0xCD: "command illegal for specified sensor or record type",
     0xCE: "command response could not be provided",
-    0xD4: "insufficient privilege level",
+    0xD4: "insufficient privilege level",  # pyghmi adds "or firmware firewall"
     0xD5: "command not supported in present state",
     0xFF: "unspecified error",
 }
+
+
+def _code_of_text(text: str) -> int:
+    """The completion code behind pyghmi's message for it.
+
+    pyghmi's helpers (set_power, get_power, set_bootdev) raise IpmiException with the
+    code's text only, without the code; the texts are IPMI's own names for the codes.
+    """
+    lowered = text.lower()
+    for code, name in _COMPLETION_CODES.items():
+        if lowered.startswith(name):
+            return code
+    return 0
 
 
 def _mask(message: str, secret: str | None) -> str:
@@ -749,7 +764,7 @@ def classify_error(err: BaseException, address: BmcAddress, operation: str, secr
         return BmcUnreachable(f"{where}: cannot resolve host {address.host}", address=str(address), operation=operation)
     if pyghmi_exc is not None and isinstance(err, pyghmi_exc.IpmiException):
         text = _mask(str(err.args[0]) if err.args and err.args[0] else "", secret)
-        code = getattr(err, "ipmicode", 0) or 0
+        code = getattr(err, "ipmicode", 0) or _code_of_text(text)
         if code == _PRIVILEGE_CODE:
             return AuthenticationFailed(
                 f"{where}: the BMC user lacks the privilege for this command (administrator needed)",
@@ -794,90 +809,174 @@ def _raise_for_code(response: Mapping[str, Any], what: str) -> None:
 # The IPMI client
 # --------------------------------------------------------------------------------------------
 
-_WAKEUP_FIX_LOCK = threading.Lock()
-_WAKEUP_FIX_INSTALLED = False
+#: The pyghmi release whose private internals the three workarounds below patch or read.
+#: Another release fails loudly on first use (:class:`UnsupportedPyghmi`) until someone has
+#: checked each workaround against it (is the race still there? the lock inversion? the
+#: login table keyed differently?) and updated this constant and requirements.lock together.
+PYGHMI_VERSION = "1.6.19"
+
+_PYGHMI_LOCK = threading.Lock()
+_PYGHMI_READY: bool | BaseException = False
 _WAKEUP_FIRST_SLICE = 0.002
 _WAKEUP_MAX_SLICE = 0.1
 
 
-def _install_pyghmi_wakeup_fix() -> None:
-    """Close a lost-wakeup race in pyghmi 1.6's response wait (installed once, idempotent).
+class UnsupportedPyghmi(BmcError):
+    """The installed pyghmi is not the release the driver's workarounds were written for."""
 
-    A command thread sends its request and only then registers to be woken for the BMC's
-    address. When the answer comes back before that registration (a BMC on loopback
-    answers in microseconds), pyghmi's I/O thread has already queued the packet and
-    nobody wakes the command thread: it sleeps until its retransmit timer (0.5-1 s), so
-    half of all commands to a fast BMC take ~0.75 s instead of ~0 ms. This wrapper makes
-    that wait return as soon as a packet for the address is queued, checking before the
-    wait and then after slices of 2, 4, 8 … ms (at most 100 ms): a wake-up lost in the
-    instant between a check and the next registration costs one slice, not a retransmit. Real BMCs over a network rarely answer fast enough
-    to hit the race; the simulator nearly always does.
+    reason = "UnsupportedPyghmiVersion"
+    retryable = False
+
+
+def _pyghmi_version() -> str | None:
+    try:
+        return importlib.metadata.version("pyghmi")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _ensure_pyghmi() -> None:
+    """Check the pyghmi version, then install the workarounds (once; idempotent).
+
+    Raises :class:`UnsupportedPyghmi` naming the expected version when pyghmi is missing,
+    another release, or lacks an internal the workarounds touch. Called on first use, not
+    at import, so that an operator with the wrong pyghmi still runs every other kind and
+    reports the problem as a BareMetalNode condition.
     """
-    global _WAKEUP_FIX_INSTALLED
-    with _WAKEUP_FIX_LOCK:
-        if _WAKEUP_FIX_INSTALLED:
+    global _PYGHMI_READY
+    with _PYGHMI_LOCK:
+        if _PYGHMI_READY is True:
             return
-        try:
+        if isinstance(_PYGHMI_READY, BaseException):
+            raise _PYGHMI_READY
+        installed = _pyghmi_version()
+        problem = None
+        if installed != PYGHMI_VERSION:
+            problem = f"pyghmi {installed} is installed" if installed else "pyghmi is not installed"
+        else:
             from pyghmi.ipmi.private import session as pyghmi_session
-        except ImportError:  # pragma: no cover
-            return
-        # pyghmi takes its two module locks in opposite orders: awaitresponse holds
-        # WAITING_SESSIONS and retransmits (send_payload takes KEEPALIVE_SESSIONS), while
-        # send_payload holds KEEPALIVE_SESSIONS and _xmit_packet takes WAITING_SESSIONS.
-        # Two threads doing one each deadlock for good (seen with 16 threads and 100
-        # BMCs). Both are RLocks read from the module at each use: one lock for both
-        # makes the inversion impossible.
-        pyghmi_session.KEEPALIVE_SESSIONS = pyghmi_session.WAITING_SESSIONS
-        original = pyghmi_session._io_wait
-        if getattr(original, "_stratus_wakeup_fix", False):
-            _WAKEUP_FIX_INSTALLED = True
-            return
 
-        def pending(address: Any) -> bool:
-            try:
-                sessions = list(pyghmi_session.Session.bmc_handlers.get(address, {}).values())
-            except RuntimeError:  # changed size during iteration: look again next slice
-                return False
-            return any(getattr(s, "pktqueue", None) for s in sessions)
+            missing = [
+                name
+                for name, holder in (
+                    ("_io_wait", pyghmi_session),
+                    ("WAITING_SESSIONS", pyghmi_session),
+                    ("KEEPALIVE_SESSIONS", pyghmi_session),
+                    ("bmc_handlers", pyghmi_session.Session),
+                    ("initting_sessions", pyghmi_session.Session),
+                )
+                if not hasattr(holder, name)
+            ]
+            if missing:
+                problem = f"pyghmi {installed} lacks {', '.join(missing)}"
+        if problem:
+            _PYGHMI_READY = UnsupportedPyghmi(
+                f"{problem}: the IPMI driver works around three problems of pyghmi {PYGHMI_VERSION} through its "
+                f"private internals (stratus.drivers.ipmi); install pyghmi=={PYGHMI_VERSION}, or re-check the "
+                "workarounds against this release and update PYGHMI_VERSION"
+            )
+            raise _PYGHMI_READY
+        _install_pyghmi_wakeup_fix()
+        _PYGHMI_READY = True
 
-        def io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-            if myaddr is None or evq is not None:
-                return original(timeout, myaddr, evq)
-            deadline = time.monotonic() + timeout
-            piece = _WAKEUP_FIRST_SLICE
-            while not pending(myaddr):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                piece = min(remaining, piece)
-                began = time.monotonic()
-                original(piece, myaddr)
-                if time.monotonic() - began < piece * 0.9:
-                    return None  # woken by traffic or a timer, as before
-                piece = min(piece * 2, _WAKEUP_MAX_SLICE)
-            return None
 
-        io_wait._stratus_wakeup_fix = True  # type: ignore[attr-defined]
-        pyghmi_session._io_wait = io_wait
-        _WAKEUP_FIX_INSTALLED = True
+def _install_pyghmi_wakeup_fix() -> None:
+    """Workarounds 1 and 2 (pyghmi 1.6.19; called once, by :func:`_ensure_pyghmi`).
+
+    1. A lost-wakeup race in pyghmi's response wait (``session._io_wait``). A command
+       thread sends its request and only then registers to be woken for the BMC's
+       address. When the answer comes back before that registration (a BMC on loopback
+       answers in microseconds), pyghmi's I/O thread has already queued the packet and
+       nobody wakes the command thread: it sleeps until its retransmit timer (0.5-1 s),
+       so half of all commands to a fast BMC take ~0.75 s instead of ~0 ms. This wrapper
+       makes that wait return as soon as a packet for the address is queued, checking
+       before the wait and then after slices of 2, 4, 8 … ms (at most 100 ms): a wake-up
+       lost in the instant between a check and the next registration costs one slice,
+       not a retransmit. Real BMCs over a network rarely answer fast enough to hit the
+       race; the simulator nearly always does. No public hook exists for the wait.
+    2. A lock-order inversion: ``awaitresponse`` holds ``WAITING_SESSIONS`` and
+       retransmits (``send_payload`` takes ``KEEPALIVE_SESSIONS``), while
+       ``send_payload`` holds ``KEEPALIVE_SESSIONS`` and ``_xmit_packet`` takes
+       ``WAITING_SESSIONS``. Two threads doing one each deadlock for good (seen with 16
+       threads and 100 BMCs). Both are RLocks read from the module at each use: one lock
+       for both makes the inversion impossible.
+    """
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    pyghmi_session.KEEPALIVE_SESSIONS = pyghmi_session.WAITING_SESSIONS
+    original = pyghmi_session._io_wait
+    if getattr(original, "_stratus_wakeup_fix", False):
+        return
+
+    def pending(address: Any) -> bool:
+        try:
+            sessions = list(pyghmi_session.Session.bmc_handlers.get(address, {}).values())
+        except RuntimeError:  # changed size during iteration: look again next slice
+            return False
+        return any(getattr(s, "pktqueue", None) for s in sessions)
+
+    def io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+        if myaddr is None or evq is not None:
+            return original(timeout, myaddr, evq)
+        deadline = time.monotonic() + timeout
+        piece = _WAKEUP_FIRST_SLICE
+        while not pending(myaddr):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            piece = min(remaining, piece)
+            began = time.monotonic()
+            original(piece, myaddr)
+            if time.monotonic() - began < piece * 0.9:
+                return None  # woken by traffic or a timer, as before
+            piece = min(piece * 2, _WAKEUP_MAX_SLICE)
+        return None
+
+    io_wait._stratus_wakeup_fix = True  # type: ignore[attr-defined]
+    pyghmi_session._io_wait = io_wait
 
 
 def _forget_login(address: BmcAddress, credentials: BmcCredentials) -> None:
-    """Drop pyghmi's record of a login in progress for these credentials.
+    """Workaround 3 (pyghmi 1.6.19): drop pyghmi's record of a login in progress.
 
-    pyghmi 1.6 files logins under (host, user, password, port, kg) exactly as passed to
+    pyghmi files logins under (host, user, password, port, kg) exactly as passed to
     Command, but removes the entry under the byte-encoded user and password. With str
     credentials the entry outlives the session, and the next Command for the same BMC
     gets the dead session back (a TypeError, or "Session no longer connected" after a
     wrong password). Passing bytes makes both keys agree; this sweep guards the rest.
     """
-    try:
-        from pyghmi.ipmi.private.session import Session
-    except ImportError:  # pragma: no cover
-        return
+    from pyghmi.ipmi.private.session import Session
+
     user, password = credentials.username, credentials.password
     for key in [(address.host, u, p, address.port, None) for u in (user, user.encode()) for p in (password, password.encode())]:
         Session.initting_sessions.pop(key, None)
+
+
+def _logout(session: Any, *, tell_bmc: bool = True) -> None:
+    """Log a pyghmi session out, and drop it even when the BMC does not answer the logout.
+
+    ``tell_bmc=False`` (an operation that timed out: the BMC is not answering) skips the
+    "Close Session" command and drops the session at once, so that no other Command is
+    handed it while a logout waits for an answer that does not come.
+
+    Part of workaround 3: pyghmi's logout sends "Close Session" first and only then marks the
+    session broken and removes it from its table (``Session.bmc_handlers``). When the BMC
+    has died or restarted, that command raises and the session stays in the table as
+    logged in: the next Command for the same BMC is handed it and waits for answers to a
+    session the new BMC never heard of (a full timeout, then more). Clearing ``logged``
+    and logging out again skips the command and does only the local part.
+    """
+    if tell_bmc:
+        try:
+            session.logout()
+            return
+        except Exception:  # noqa: BLE001 - dropped locally below
+            pass
+    try:
+        session.logged = 0
+        session.logout()
+    except Exception:  # noqa: BLE001 - nothing more to do
+        pass
 
 
 _FRU_SHRINK_CODES = {0xC7, 0xC8, 0xC9, 0xCA}
@@ -903,7 +1002,6 @@ class IpmiClient(BmcClient):
         self.address = address
         self._credentials = credentials
         self._executor = executor or IpmiExecutor.default()
-        _install_pyghmi_wakeup_fix()
         self.timeout = timeout
         self.inspect_timeout = inspect_timeout
 
@@ -937,26 +1035,24 @@ class IpmiClient(BmcClient):
                 raise typed from None
             finally:
                 if cmd is not None:
-                    try:
-                        cmd.ipmi_session.logout()
-                    except Exception:  # noqa: BLE001 - the session is dropped either way
-                        pass
+                    _logout(cmd.ipmi_session)
                 _forget_login(self.address, self._credentials)
 
         return call
 
     async def _run(self, operation: str, work: Callable[[Any], T], timeout: float | None = None) -> T:
         log.debug("BMC %s: %s", self.address, operation)
+        try:
+            _ensure_pyghmi()
+        except UnsupportedPyghmi as err:
+            raise UnsupportedPyghmi(f"{operation} on {self.address}: {err}", address=str(self.address), operation=operation) from None
         holder: list[Any] = []
 
         def abort() -> None:
             # Logging the session out ends pyghmi's wait loops for it ("Session no longer
             # connected"), so the thread, and with it the BMC's lock, is freed soon.
             for cmd in holder:
-                try:
-                    cmd.ipmi_session.logout()
-                except Exception:  # noqa: BLE001
-                    pass
+                _logout(cmd.ipmi_session, tell_bmc=False)
 
         return await self._executor.run(
             (self.address.host, self.address.port),
@@ -967,28 +1063,30 @@ class IpmiClient(BmcClient):
         )
 
     # -- power -------------------------------------------------------------------------------
+    # pyghmi's get_power / set_power. set_power reads the state first and sends nothing when
+    # the host is already there, except for "shutdown", which it sends whatever the state.
     @staticmethod
     def _read_power(cmd: Any) -> PowerState:
-        rsp = cmd.raw_command(netfn=0x00, command=0x01)
-        _raise_for_code(rsp, "get chassis status")
-        return PowerState.ON if rsp["data"][0] & 0x01 else PowerState.OFF
+        return PowerState(cmd.get_power()["powerstate"])
 
     async def power_state(self) -> PowerState:
         return await self._run("read power state", self._read_power)
 
-    async def _power(self, operation: str, want: PowerState, control: int, wait: float) -> PowerState:
+    async def _power(self, operation: str, want: PowerState, request: str, wait: float) -> PowerState:
+        from pyghmi import exceptions as pyghmi_exc
+
         def work(cmd: Any) -> PowerState:
-            state = self._read_power(cmd)
-            if state == want:
-                return state
-            rsp = cmd.raw_command(netfn=0x00, command=0x02, data=[control])
-            _raise_for_code(rsp, "chassis control")
+            if request == "shutdown" and self._read_power(cmd) == want:
+                return want  # soft off of a host that is off: nothing to ask the OS
+            if "powerstate" in cmd.set_power(request):
+                return want  # it already was; nothing was sent
+            before = PowerState.OFF if want == PowerState.ON else PowerState.ON
             try:
                 return self._read_power(cmd)
-            except CommandFailed:
+            except pyghmi_exc.IpmiException:
                 # The command was accepted; a status read refused while the host changes
                 # state is not a failure of the command. Report "not yet"; waiting polls.
-                return state
+                return before
 
         state = await self._run(operation, work)
         if wait > 0 and state != want:
@@ -996,23 +1094,28 @@ class IpmiClient(BmcClient):
         return state
 
     async def power_on(self, wait: float = 0) -> PowerState:
-        return await self._power("power on", PowerState.ON, 0x01, wait)
+        return await self._power("power on", PowerState.ON, "on", wait)
 
     async def power_off(self, wait: float = 0) -> PowerState:
-        return await self._power("power off", PowerState.OFF, 0x00, wait)
+        return await self._power("power off", PowerState.OFF, "off", wait)
 
     async def soft_off(self, wait: float = 0) -> PowerState:
-        return await self._power("soft power off", PowerState.OFF, 0x05, wait)
+        return await self._power("soft power off", PowerState.OFF, "shutdown", wait)
 
     async def reset(self) -> PowerState:
+        from pyghmi import exceptions as pyghmi_exc
+
         def work(cmd: Any) -> PowerState:
-            control = 0x03 if self._read_power(cmd) == PowerState.ON else 0x01
-            rsp = cmd.raw_command(netfn=0x00, command=0x02, data=[control])
-            _raise_for_code(rsp, "chassis control")
-            return self._read_power(cmd)
+            cmd.set_power("boot")  # pyghmi: "on" when the host is off, else a hard reset
+            try:
+                return self._read_power(cmd)
+            except pyghmi_exc.IpmiException:
+                return PowerState.ON  # accepted; a status read refused while the host restarts is no failure
 
         return await self._run("reset", work)
 
+    # pyghmi's Command has no Get Chassis Status beyond the power bit (get_power); the
+    # faults, restore policy and last power event are decoded here (ChassisStatus.decode).
     async def chassis_status(self) -> ChassisStatus:
         def work(cmd: Any) -> ChassisStatus:
             rsp = cmd.raw_command(netfn=0x00, command=0x01)
@@ -1038,6 +1141,10 @@ class IpmiClient(BmcClient):
         await self._run(f"set boot device {dev.value}", work)
 
     async def get_boot_device(self) -> BootDeviceInfo:
+        # Not pyghmi's get_bootdev: it answers "default" whenever the BMC has cleared the
+        # "valid" flag of boot parameter 5, which ipmi_sim never sets and real BMCs clear
+        # after the next boot, so the device that was set could not be read back. The flag
+        # is reported on its own (BootDeviceInfo.valid) instead.
         def work(cmd: Any) -> BootDeviceInfo:
             rsp = cmd.raw_command(netfn=0x00, command=0x09, data=(5, 0, 0))
             _raise_for_code(rsp, "get system boot options")
@@ -1059,6 +1166,8 @@ class IpmiClient(BmcClient):
 
     # -- identity and inventory --------------------------------------------------------------
     async def validate(self) -> BmcInfo:
+        # Get Device ID: pyghmi reads it only privately (Command._get_device_id, for its OEM
+        # detection) and without the IPMI version, so it is decoded here (BmcInfo.decode).
         def work(cmd: Any) -> BmcInfo:
             rsp = cmd.raw_command(netfn=0x06, command=0x01)
             _raise_for_code(rsp, "get device id")
@@ -1067,11 +1176,19 @@ class IpmiClient(BmcClient):
         return await self._run("validate credentials", work)
 
     async def inspect(self) -> InspectionResult:
+        # Not pyghmi's get_inventory: see _read_fru and _sdr_records for why its FRU and SDR
+        # readers fail on ipmi_sim (and on BMCs that cap reads the same way).
         return await self._run("inspect", _inspect, timeout=self.inspect_timeout)
 
 
 def _read_fru(cmd: Any, fru_id: int) -> bytes | None:
-    """Read a whole FRU with chunks that shrink on 'too long' codes; None if not present."""
+    """Read a whole FRU with chunks that shrink on 'too long' codes; None if not present.
+
+    pyghmi 1.6.19's reader (fru.FRU(ipmicmd=…)) starts at 224 bytes and shrinks only on
+    completion codes 0xC9/0xCA; ipmi_sim caps reads at 34 bytes and answers 0xC8, so
+    pyghmi raises "Request data field length limit exceeded" on FRU 0 and get_inventory
+    fails as a whole. This reader shrinks on 0xC7-0xCA; pyghmi still decodes the bytes.
+    """
     rsp = cmd.raw_command(netfn=0x0A, command=0x10, data=[fru_id])
     if rsp.get("code") in _FRU_ABSENT_CODES:
         return None
@@ -1136,9 +1253,10 @@ def _sdr_string(type_length: int, data: bytes) -> str:
 def _sdr_records(cmd: Any, limit: int = 2048) -> Iterable[bytes]:
     """Every record of the SDR repository, read header first, then the body in parts.
 
-    pyghmi reads whole records with "size 0xFF" and decodes whatever the BMC returns;
-    ipmi_sim returns its record buffer with stale bytes after the record, which pyghmi
-    then decodes into the record's name. Reading exactly the announced length avoids it.
+    pyghmi 1.6.19 reads whole records with "size 0xFF" and decodes whatever the BMC
+    returns; ipmi_sim returns its record buffer with stale bytes after the record, which
+    pyghmi then decodes into the record's name (get_inventory_descriptions() gives
+    'CPU 2\\x00\\x00\\x007\\x01\\x00'). Reading exactly the announced length avoids it.
     """
     rsp = cmd.raw_command(netfn=0x0A, command=0x20)
     _raise_for_code(rsp, "get SDR repository info")

@@ -73,6 +73,17 @@ Streaming.
     yields the body in chunks. Both are synchronous: kopf handlers call them through
     ``asyncio.to_thread``.
 
+The multipart loop is ours, not boto3's transfer manager: measured, it loses.
+    ``upload_fileobj`` with a TransferConfig (fed a non-seekable reader, so a hashing
+    source is still read once, in order) was measured against this loop with a real
+    versitygw (benchmarks/s3/results.md: 512 MiB from a SHA-256-hashing generator, 16
+    MiB parts, 13 paired rounds). Throughput was a draw (median 83.9 against 64.6 MB/s
+    in one run, 76-122 against 81-152 in another; ahead in 7 rounds, behind in 6, the
+    spread between rounds larger than any gap). Memory was not: peak RSS growth 84 MiB
+    at one thread and 86-135 at two, against 33 MiB for this loop, and one part more in
+    Python (the test bounding upload memory to three parts fails on it). It also
+    returns no ETag or version, which would cost a HEAD.
+
 Regions.
     A versitygw server has one region. ``ensure_bucket`` refuses any other with
     :class:`UnsupportedRegion`, which the controller reports as a condition.
@@ -1023,6 +1034,8 @@ class S3ObjectStore(ObjectStore):
             )
             return PutResult(len(chunk), response["ETag"].strip('"'), response.get("VersionId"), 0)
 
+        # Our own loop, not boto3's transfer manager: a draw on throughput, 2.5x the memory
+        # (see "The multipart loop is ours" above and benchmarks/s3/results.md).
         upload_id = self._call(
             self._client.create_multipart_upload, bucket, key, Bucket=bucket, Key=key, **extra
         )["UploadId"]
