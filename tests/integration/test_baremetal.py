@@ -338,7 +338,9 @@ def test_reboot_and_detach_annotations(kube, nodes, bmc_factory, bmcsim):
     wait_for(lambda: sim.read_state()["boot_count"] > boots, DEADLINE, 0.5, "the machine to reboot")
     wait_for(lambda: "stratus.dev/reboot" not in (kube.get(PLURAL, name)["metadata"].get("annotations") or {}),
              DEADLINE, 0.5, "the reboot annotation to be removed")
-    assert any(h["event"] == "reboot" for h in status(kube, name)["operationHistory"])
+    # The history entry is written with the status after the annotation is removed: wait for it.
+    wait_for(lambda: any(h["event"] == "reboot" for h in status(kube, name).get("operationHistory") or []),
+             DEADLINE, 0.5, "the reboot in the operation history")
     assert sim.power
 
     # Detached: the machine is left alone, whatever the spec says.
