@@ -86,7 +86,7 @@ from dataclasses import replace
 
 from .checker import check_plan
 from .exact import exact_scale_down, small_enough
-from .hostwise import release_each
+from .hostwise import RoomIndex, release_each
 from .model import Action, Constraints, Figures, Host, Mode, Objective, Plan, Step, Trigger, VM
 from .ordering import Move, Unorderable, order_moves
 from .packing import fill
@@ -161,7 +161,7 @@ def lower_bound(hosts: Sequence[Host], vms: Sequence[VM], constraints: Constrain
 def _step(world: World, mode: Mode | None, budget: int | None) -> tuple[Mode, str, str, _Step]:
     """(mode, reason, note, step): ``note`` says why a scale-down did or did not act."""
     if mode is Mode.SCALE_UP:
-        return Mode.SCALE_UP, "Requested", "", _scale_up(world)
+        return Mode.SCALE_UP, "Requested", "", _scale_up(world, budget)
     if mode is Mode.SCALE_DOWN:
         step, _, note = _scale_down(world, budget)
         return Mode.SCALE_DOWN, "Requested", note, step
@@ -176,24 +176,26 @@ def _step(world: World, mode: Mode | None, budget: int | None) -> tuple[Mode, st
         wants_up = "HighUtilisation"
     elif world.free_serving() < c.min_free_hosts and any(world.wakeable):
         wants_up = "FreeHostReserve"
+    up_truncated = False
     if wants_up:
-        step = _scale_up(world)
+        step = _scale_up(world, budget)
         if not step.empty:
             return Mode.SCALE_UP, wants_up, "", step
+        up_truncated = step.truncated
     if c.trigger is Trigger.WATERMARKS:
         if util < c.low_watermark_percent * 10:
             step, _, note = _scale_down(world, budget)
             if not step.empty or not wants_up:
                 return Mode.SCALE_DOWN, "LowUtilisation", note, step
         if wants_up:
-            return Mode.SCALE_UP, wants_up, "", _Step()
+            return Mode.SCALE_UP, wants_up, "", _Step(truncated=up_truncated)
         return Mode.HOLD, "WithinWatermarks", "utilisation is between the watermarks", _Step()
     # Savings: act whenever the best plan pays for itself.
     step, verdict, note = _scale_down(world, budget, floor=True)
     if not step.empty:
         return Mode.SCALE_DOWN, "SavingAboveFloor", note, step
     if wants_up:
-        return Mode.SCALE_UP, wants_up, note, step
+        return Mode.SCALE_UP, wants_up, note, _Step(truncated=step.truncated or up_truncated)
     if verdict == "below":
         return Mode.HOLD, "SavingBelowFloor", note, step
     return Mode.HOLD, "NoSaving", note, step
@@ -937,7 +939,7 @@ def _search_budget(world: World, fixed: list[int], order: list[int], budget: int
 # -- scale-up -------------------------------------------------------------------------------
 
 
-def _scale_up(world: World) -> _Step:
+def _scale_up(world: World, budget: int | None = None) -> _Step:
     c = world.constraints
     cap_c, cap_m = world.cap_c, world.cap_m
     vm_c, vm_m, vm_groups = world.vm_c, world.vm_m, world.vm_groups
@@ -1022,6 +1024,15 @@ def _scale_up(world: World) -> _Step:
         placed_set = set(placed)
         left = [j for j in left if j not in placed_set]
 
+    # Defragmentation: pending VMs still left go where migrating smaller VMs
+    # away opens a hole.
+    truncated = False
+    if left:
+        spent = sum(1 for j in moves if world.vm_host[j] >= 0)
+        room = None if budget is None else budget - spent
+        left, truncated = _defragment(world, serving + power_on, left, moves, room_c, room_m, groups_on, put,
+                                      clashes, room)
+
     # Utilisation above the high watermark: add capacity, smallest host that suffices.
     high = c.high_watermark_percent
     on = serving + power_on
@@ -1051,7 +1062,124 @@ def _scale_up(world: World) -> _Step:
         power_on.append(i)
         wake.remove(i)
         free += 1
-    return _Step(power_on=power_on, moves=moves)
+    return _Step(power_on=power_on, moves=moves, truncated=truncated)
+
+
+def _defragment(world: World, pool: list[int], left: list[int], moves: dict[int, int], room_c: list[int],
+                room_m: list[int], groups_on, put, clashes, budget: int | None) -> tuple[list[int], bool]:
+    """Place pending VMs by migrating smaller VMs off a host to make room.
+
+    For each pending VM (largest first), hosts large enough for it are tried,
+    the ones whose free room is closest to it first (at most
+    ``_DEFRAG_HOSTS``); on each, VMs no larger than the pending one and able to
+    move (migratable, placed before this plan) are evicted, the ones covering
+    most of the shortfall first, each to the fullest host that has room for it
+    (``hostwise.RoomIndex``). The host needing the fewest evictions (then the
+    fewest MiB) wins. Hosts that give VMs away never receive evicted ones and
+    the other way round, so the moves form no cycle: evictions run in one wave,
+    placements after them. Evictions count against the migration budget; a
+    VM whose hole would cost more than what is left stays pending (and the
+    plan says truncated). Returns (still pending, truncated).
+    """
+    cap_c, cap_m, vm_c, vm_m = world.cap_c, world.cap_m, world.vm_c, world.vm_m
+    vm_host, migratable = world.vm_host, world.vm_migratable
+    on: dict[int, list[int]] = {i: [j for j in world.host_vms[i] if migratable[j] and j not in moves] for i in pool}
+    ev_c = {i: sum(vm_c[j] for j in on[i]) for i in pool}
+    ev_m = {i: sum(vm_m[j] for j in on[i]) for i in pool}
+    donors: set[int] = set()
+    receivers: set[int] = set()
+
+    def frac(i: int) -> float:
+        return room_c[i] / (cap_c[i] or 1) + room_m[i] / (cap_m[i] or 1)
+
+    index = RoomIndex(sorted(pool, key=lambda i: (frac(i), i)), room_c, room_m)
+    still: list[int] = []
+    truncated = False
+    used = 0
+    for p in left:
+        c, m = vm_c[p], vm_m[p]
+        hosts = [i for i in pool if cap_c[i] >= c and cap_m[i] >= m and room_c[i] + ev_c[i] >= c
+                 and room_m[i] + ev_m[i] >= m and i not in receivers and not clashes(p, i)]
+        hosts.sort(key=lambda i: (max(0, c - room_c[i]) / (c or 1) + max(0, m - room_m[i]) / (m or 1), i))
+        best = None
+        for h in hosts[:_DEFRAG_HOSTS]:
+            got = _hole(world, index, h, c, m, on[h], room_c, room_m, clashes, put_back=True)
+            if got is not None and (best is None or (len(got), sum(vm_m[j] for j, _ in got)) < best[0]):
+                best = ((len(got), sum(vm_m[j] for j, _ in got)), h, got)
+                if len(got) == 1:
+                    break
+        if best is None:
+            still.append(p)
+            continue
+        _, h, evictions = best
+        if budget is not None and used + len(evictions) > budget:
+            truncated = True
+            still.append(p)
+            continue
+        index.set(h, -1, -1)
+        donors.add(h)
+        for j, t in evictions:
+            room_c[h] += vm_c[j]
+            room_m[h] += vm_m[j]
+            put(j, t)
+            index.set(t, room_c[t], room_m[t])
+            moves[j] = t
+            receivers.add(t)
+            on[h].remove(j)
+            ev_c[h] -= vm_c[j]
+            ev_m[h] -= vm_m[j]
+            groups = groups_on(h)
+            for g in world.vm_groups[j]:
+                groups[g] -= 1
+        used += len(evictions)
+        put(p, h)
+        moves[p] = h
+    return still, truncated
+
+
+def _hole(world: World, index: RoomIndex, h: int, c: int, m: int, mine: list[int], room_c: list[int],
+          room_m: list[int], clashes, put_back: bool):
+    """Evictions [(vm, target)] that give host ``h`` room for (c, m), or None."""
+    vm_c, vm_m = world.vm_c, world.vm_m
+    need_c = max(0, c - room_c[h])
+    need_m = max(0, m - room_m[h])
+    small = [j for j in mine if vm_c[j] <= c and vm_m[j] <= m]
+    saved = index.fc[index.pos[h]], index.fm[index.pos[h]]
+    index.set(h, -1, -1)
+    taken: list[tuple[int, int]] = []
+    ok = False
+    while True:
+        if need_c <= 0 and need_m <= 0:
+            ok = True
+            break
+        best, best_score = -1, -1.0
+        for j in small:
+            score = (min(vm_c[j], need_c) / need_c if need_c > 0 else 0.0) + (min(vm_m[j], need_m) / need_m if need_m > 0 else 0.0)
+            if score > best_score + 1e-12:
+                best, best_score = j, score
+        if best < 0 or best_score <= 0:
+            break
+        small.remove(best)
+        p = index.find(vm_c[best], vm_m[best])
+        while p >= 0 and clashes(best, index.order[p]):
+            p = index.find(vm_c[best], vm_m[best], p + 1)
+        if p < 0:
+            continue
+        t = index.order[p]
+        index.set(t, index.fc[p] - vm_c[best], index.fm[p] - vm_m[best])
+        taken.append((best, t))
+        need_c -= vm_c[best]
+        need_m -= vm_m[best]
+    # Tentative: the caller commits the winner.
+    for j, t in reversed(taken):
+        q = index.pos[t]
+        index.set(t, index.fc[q] + vm_c[j], index.fm[q] + vm_m[j])
+    index.set(h, *saved)
+    return taken if ok else None
+
+
+# Hosts tried per pending VM by the defragmentation (``_defragment``).
+_DEFRAG_HOSTS = 64
 
 
 def _simulate(world: World, host: int, left: list[int], cap_c: int, cap_m: int) -> list[int]:
@@ -1122,8 +1250,10 @@ def _compose(w0: World, wf: World, mode: Mode, reason: str, truncated: bool, not
             parts.append(f"power off {figures.powered_off} hosts")
         message = ", ".join(parts)
         saved = figures.watts_before - figures.watts_after
-        if saved:
+        if saved > 0:
             message += f"; {figures.watts_before} W -> {figures.watts_after} W ({saved * 24 / 1000:.1f} kWh/day saved)"
+        elif saved < 0:
+            message += f"; {figures.watts_before} W -> {figures.watts_after} W"
         if unplaced:
             message += f"; {len(unplaced)} pending VMs fit on no host"
         if truncated:
