@@ -151,7 +151,8 @@ def lower_bound(hosts: Sequence[Host], vms: Sequence[VM], constraints: Constrain
     """Fewest powered-on hosts that could run the placed VMs: the larger of the
     per-dimension capacity bounds (largest usable hosts first), the VMs too big
     to share a host, the largest anti-affinity group, and the hosts that are
-    pinned on (must stay on, cordoned and on, or running a non-migratable VM)."""
+    pinned on (must stay on, cordoned and on, or running a non-migratable VM)
+    plus the hosts the demand their room cannot take needs."""
     return _lower_bound(World(hosts, vms, constraints or Constraints()))
 
 
@@ -551,10 +552,12 @@ def _valid(world: World, cand: _Cand) -> bool:
     """The independent checker's verdict on a candidate, run as the plan would
     run it (power on, moves in safe waves, power off)."""
     hosts, vms = _records(world)
-    serving = list(world.serving)
-    for i in cand.power_on:
-        serving[i] = True
-    start = World(world.hosts, world.vms, world.constraints, serving, world.vm_host)
+    start = world
+    if cand.power_on:
+        serving = list(world.serving)
+        for i in cand.power_on:
+            serving[i] = True
+        start = World(world.hosts, world.vms, world.constraints, serving, world.vm_host)
     try:
         waves = order_moves(start, [Move(j, world.vm_host[j], t) for j, t in cand.moves.items()],
                             allow_detours=False)
@@ -1331,7 +1334,17 @@ def _lower_bound(w: World) -> int:
             sizes[g] = sizes.get(g, 0) + 1
     if sizes:
         bound = max(bound, max(sizes.values()))
-    pinned_on = sum(1 for i in eligible if w.serving[i] and w.pinned[i] and (w.host_vms[i] or w.must_stay_on[i]))
-    bound = max(bound, pinned_on)
+    pinned = [i for i in eligible if w.serving[i] and w.pinned[i] and (w.host_vms[i] or w.must_stay_on[i])]
+    bound = max(bound, len(pinned))
+    if pinned:
+        # Pinned hosts stay on whatever happens: they count, their room takes
+        # what it can, and the rest of the demand needs hosts of its own.
+        pinned_set = set(pinned)
+        others = [i for i in eligible if i not in pinned_set]
+        rest_c = dem_c - sum(w.cap_c[i] for i in pinned)
+        rest_m = dem_m - sum(w.cap_m[i] for i in pinned)
+        extra = max(by_dimension([w.cap_c[i] for i in others], rest_c) if rest_c > 0 else 0,
+                    by_dimension([w.cap_m[i] for i in others], rest_m) if rest_m > 0 else 0)
+        bound = max(bound, len(pinned) + extra)
     cordoned_busy = sum(1 for i in range(len(w.hosts)) if w.cordoned[i] and w.hosts[i].powered_on)
     return bound + cordoned_busy
