@@ -4,11 +4,43 @@ Decisions:
 
 - Modes. Without an explicit mode the planner scales up when VMs are pending,
   when utilisation is above the high watermark, or when fewer than
-  ``min_free_hosts`` empty hosts are on and a standby host could fix that; it
-  scales down when utilisation is below the low watermark; otherwise it holds.
+  ``min_free_hosts`` empty hosts are on and a standby host could fix that.
+  Otherwise, with the ``savings`` trigger (the default), it scales down
+  whenever the best scale-down plan pays for itself (``Constraints``: at most
+  ``max_migrations_per_host`` migrations per host released, or, with the
+  power objective, at least ``min_watts_per_migration`` watts saved per
+  migration) and holds otherwise, saying so: reason ``SavingAboveFloor``,
+  ``SavingBelowFloor`` (with the best plan's figures in the message) or
+  ``NoSaving``. With the ``watermarks`` trigger it scales down below the low
+  watermark only (reason ``LowUtilisation``, else ``WithinWatermarks``).
   If the chosen scale-up finds nothing to do (a pending VM fits nowhere),
   scale-down still gets its turn, so one impossible VM cannot stall
-  consolidation.
+  consolidation. With the floor on, a host-by-host search that skips every
+  host not worth its own migrations is a candidate too, so a plan that pays
+  in part is found when the whole one would not.
+- Candidates, and the best of them. Scale-down gathers the plans of every
+  search below (prefix, host by host, reshaping, exact, shape exchange),
+  orders them by the objective (hosts: most hosts off net of hosts powered
+  on, then fewest migrations, fewest MiB, fewest watts; power: fewest
+  estimated watts, then the same) and takes the first one the independent
+  checker (``checker.check_plan``) accepts when replayed as it would run.
+  Only candidates better than doing nothing are considered.
+- Hosts the rankings miss (``hostwise``). A host holding a VM that fits in
+  no other host's free room is *stuck*: the prefix searches keep it (it is
+  treated as pinned there), because with it in the released tail every
+  prefix fails and the search used to give up with nothing. The reshaping
+  searches still rank it (a kept host may make room by handing VMs on). A
+  host-by-host search, as Karpenter's and the cluster autoscaler's, runs
+  from the start state as a candidate of its own, and again after the best
+  prefix plan to release what that left behind.
+- Shape exchange. When standby hosts exist of a shape larger than some
+  active host (the largest; with the power objective, the one that idles
+  cheapest per unit of room), the planner also plans with one of them, and
+  with as many as the smaller active hosts' load needs, powered on and kept,
+  releasing the smallest hosts first. The plan powers on only the standby
+  hosts that receive VMs and competes with the others on the objective, its
+  migrations counted like any other's (and against the savings floor), so
+  it is taken only when it releases more hosts net (or saves watts).
 - Scale-down first only moves VMs off the hosts it releases and only onto
   hosts that stay on. Every migration then frees room on a host that is going
   away and fills a host that only ever grows, so the plan is safe in any
@@ -39,8 +71,8 @@ Decisions:
   reshaping search on the shape-balanced ranking, which keeps 5,000 hosts
   within seconds. On 20 hosts one host is 5 to 8 percent, and one setting
   alone missed the optimum by a host.
-- The winner powers off the most hosts, then needs the fewest migrations,
-  then the fewest MiB. Migrations are counted before MiB because every live
+- With the hosts objective the winner powers off the most hosts, then needs
+  the fewest migrations, then the fewest MiB. Migrations are counted before MiB because every live
   migration carries a fixed cost (set-up, the switch-over pause, a window of
   reduced redundancy) that dominates for the small VMs most fleets are made
   of; memory, the VM's migration cost, breaks ties. Host count comes first
@@ -51,15 +83,21 @@ Decisions:
 - Migration budget. If the best plan needs more migrations than
   ``max_migrations``, hosts are released in order of fewest VMs (most hosts
   freed per migration) and the longest feasible run that fits the budget is
-  taken (without reshaping). The plan says ``truncated``; the next cycle
+  taken (without reshaping); the host-by-host search, which skips hosts that
+  would go over the budget, competes with it. The plan says ``truncated``; the next cycle
   continues from there. A plan that spent part of its budget on an earlier
   round (placing pending VMs, say) and could release nothing more with the
   rest is truncated too; one that cannot release a host even with the whole
   budget is not (the next cycle could do no better).
 - Scale-up places pending VMs on serving hosts first (best fit: least room
   left over), then powers on standby hosts: the smallest one that takes all
-  remaining VMs, otherwise the one that takes the most, repeatedly. VMs that
-  fit nowhere are listed in ``unplaced``. It then powers on hosts while
+  remaining VMs, otherwise the one that takes the most, repeatedly. What is
+  still pending is placed by defragmentation where possible
+  (``_defragment``: evict smaller VMs from one host to others, fewest
+  evictions first, within the migration budget). VMs that fit nowhere are
+  listed in ``unplaced`` with a reason each: ``TooLarge`` (larger than the
+  usable room of every host in service or standby: provably unplaceable) or
+  ``NoRoom`` (no hole found within the budget). It then powers on hosts while
   utilisation stays above the high watermark, and to restore the free-host
   reserve (largest hosts first).
 - No churn, by construction. A planning step is a pure function of the state
