@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:7.1f}s] {w.name}: {len(w.vms)} VMs, stratus {s.hosts_on} hosts "
               f"(LB {lower}), {s.migrations} migrations, {s.pending_left} pending left, "
               f"p50 {s.pct(0.5) * 1000:.0f} ms, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        # Written after every workload, so a long run leaves its results so far.
+        with open(out, "w") as f:
+            f.write(render(rows, args, time.perf_counter() - started))
     text = render(rows, args, time.perf_counter() - started)
     with open(out, "w") as f:
         f.write(text)
