@@ -57,7 +57,7 @@ from stratus.core.consolidation.world import World
 
 from . import optimum
 from .baselines import BASELINES, place_ff, plan_from_target, run_baseline
-from .workload import GIB, Workload, generate
+from .workload import GIB, VARIANTS, Workload, generate
 
 SHAPES = ("homogeneous", "mixed")
 UTILISATIONS = (30, 50, 70)
@@ -209,6 +209,13 @@ def run_optimum(w: Workload, lower: int, limit: float) -> Row:
     return row
 
 
+def generate_name(hosts: int, shape: str, util: int, variant: str) -> str:
+    """The name ``generate`` gives a workload, without generating it."""
+    if VARIANTS[variant].pending_fraction:
+        util = max(util, 85)
+    return f"{shape}-{hosts}-u{util}" + (f"-{variant}" if variant else "")
+
+
 def watts_lower_bound(w: Workload, hosts_lower: int) -> int:
     """No placement draws less (module docstring)."""
     pool = [h for h in w.hosts if not h.cordoned and (h.in_service or h.wakeable)]
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", default=None, help="comma-separated baselines to run (default: all)")
     ap.add_argument("--reps", type=int, default=None, help="planner repetitions per workload")
     ap.add_argument("--no-exact", action="store_true", help="skip the smallest size with the exact optimum")
+    ap.add_argument("--only", default=None, help="comma-separated workload names to run (e.g. mixed-5000-u70)")
     args = ap.parse_args(argv)
     if args.quick:
         exact_size, sizes, solver_limit = 12, [100], 3.0
@@ -254,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.base_only and hosts != exact_size:
             jobs += [(hosts, shape, util, variant) for variant, shapes, utils in NEW for shape in shapes
                      for util in utils]
+    if args.only:
+        wanted = set(args.only.split(","))
+        jobs = [j for j in jobs if generate_name(*j) in wanted]
     for hosts, shape, util, variant in jobs:
         w = generate(hosts, shape, util, args.seed, variant=variant)
         lower = lower_bound(w.hosts, w.vms, w.constraints)
@@ -303,7 +314,7 @@ def _command(args) -> str:
     for flag in ("quick", "new_only", "base_only", "no_exact"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
-    for opt in ("sizes", "baselines", "reps"):
+    for opt in ("sizes", "baselines", "reps", "only"):
         if getattr(args, opt):
             parts.append(f"--{opt} {getattr(args, opt)}")
     parts.append(f"--seed {args.seed}")
