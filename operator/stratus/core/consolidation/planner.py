@@ -120,6 +120,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import heapq
 from dataclasses import replace
 
 from .checker import check_plan
@@ -1141,9 +1142,10 @@ def _defragment(world: World, pool: list[int], left: list[int], moves: dict[int,
         c, m = vm_c[p], vm_m[p]
         hosts = [i for i in pool if cap_c[i] >= c and cap_m[i] >= m and room_c[i] + ev_c[i] >= c
                  and room_m[i] + ev_m[i] >= m and i not in receivers and not clashes(p, i)]
-        hosts.sort(key=lambda i: (max(0, c - room_c[i]) / (c or 1) + max(0, m - room_m[i]) / (m or 1), i))
+        hosts = heapq.nsmallest(_DEFRAG_HOSTS, hosts,
+                                key=lambda i: (max(0, c - room_c[i]) / (c or 1) + max(0, m - room_m[i]) / (m or 1), i))
         best = None
-        for h in hosts[:_DEFRAG_HOSTS]:
+        for h in hosts:
             got = _hole(world, index, h, c, m, on[h], room_c, room_m, clashes, put_back=True)
             if got is not None and (best is None or (len(got), sum(vm_m[j] for j, _ in got)) < best[0]):
                 best = ((len(got), sum(vm_m[j] for j, _ in got)), h, got)
@@ -1185,6 +1187,8 @@ def _hole(world: World, index: RoomIndex, h: int, c: int, m: int, mine: list[int
     need_c = max(0, c - room_c[h])
     need_m = max(0, m - room_m[h])
     small = [j for j in mine if vm_c[j] <= c and vm_m[j] <= m]
+    if sum(vm_c[j] for j in small) < need_c or sum(vm_m[j] for j in small) < need_m:
+        return None  # even evicting all of them would not do
     saved = index.fc[index.pos[h]], index.fm[index.pos[h]]
     index.set(h, -1, -1)
     taken: list[tuple[int, int]] = []
@@ -1195,7 +1199,9 @@ def _hole(world: World, index: RoomIndex, h: int, c: int, m: int, mine: list[int
             break
         best, best_score = -1, -1.0
         for j in small:
-            score = (min(vm_c[j], need_c) / need_c if need_c > 0 else 0.0) + (min(vm_m[j], need_m) / need_m if need_m > 0 else 0.0)
+            a, b = vm_c[j], vm_m[j]
+            score = ((a if a < need_c else need_c) / need_c if need_c > 0 else 0.0) + \
+                ((b if b < need_m else need_m) / need_m if need_m > 0 else 0.0)
             if score > best_score + 1e-12:
                 best, best_score = j, score
         if best < 0 or best_score <= 0:
