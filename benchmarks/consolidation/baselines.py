@@ -42,6 +42,11 @@ their moves over several loops.
   whose VMs all reschedule (largest first, first fit) on the remaining hosts;
   then single-node consolidation over every candidate. Repeated until no
   action is found.
+- ``place-ff`` (scale-up workloads only): what a scheduler with a cluster
+  autoscaler does for pending VMs on premises, and what the planner did
+  before defragmentation: each pending VM, largest first, goes to the first
+  host in service with room (first fit); what is left powers on standby
+  hosts, largest first, and is placed on them; nothing migrates.
 """
 
 from __future__ import annotations
@@ -463,3 +468,40 @@ def run_baseline(name: str, hosts, vms, constraints) -> tuple[list[Step], int]:
     BASELINES[name](cl)
     off = [i for i in cl.serving if not cl.on[i]]
     return plan_from_target(cl.world, cl.vm_host, off)
+
+
+def place_ff(hosts, vms, constraints) -> list[Step]:
+    """The ``place-ff`` scale-up baseline: steps (power on, place)."""
+    cl = Cluster(hosts, vms, constraints)
+    w = cl.world
+    order = sorted(cl.serving, key=lambda i: i)
+    pending = sorted((j for j, h in enumerate(cl.vm_host) if h < 0), key=lambda j: (-cl.size(j), j))
+    ff = FirstFit(order, [cl.free(i)[0] for i in range(cl.n)], [cl.free(i)[1] for i in range(cl.n)])
+    placed: list[tuple[int, int]] = []
+    left = []
+    for j in pending:
+        h = cl.find(ff, j)
+        if h < 0:
+            left.append(j)
+            continue
+        cl.move(j, h)
+        cl.sync(ff, h)
+        placed.append((j, h))
+    woken = []
+    standby = sorted((i for i in range(cl.n) if w.wakeable[i]), key=lambda i: (-(cl.cap_c[i] + cl.cap_m[i]), i))
+    for i in standby:
+        if not left:
+            break
+        got = []
+        for j in left:
+            if cl.fits(j, i):
+                cl.move(j, i)
+                got.append(j)
+        if got:
+            woken.append(i)
+            placed += [(j, i) for j in got]
+            left = [j for j in left if j not in set(got)]
+    steps = [Step(Action.POWER_ON, w.hosts[i].name, wave=0) for i in woken]
+    wave = 1 if woken else 0
+    steps += [Step(Action.PLACE, w.hosts[h].name, vm=w.vms[j].name, wave=wave) for j, h in placed]
+    return steps

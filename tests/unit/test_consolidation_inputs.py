@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stratus.api.consolidationplan import ConsolidationPlanSpec
 from stratus.core import consolidation as planner
 from stratus.core.consolidation import inputs as ci
 
@@ -187,6 +188,9 @@ def test_required_anti_affinity_becomes_a_group_of_the_matching_vms():
       "highWatermarkPercent": 80},
      planner.Constraints(headroom_percent=5, max_migrations=0, min_free_hosts=2, low_watermark_percent=30,
                          high_watermark_percent=80)),
+    ({"trigger": "watermarks", "objective": "power", "maxMigrationsPerHost": 8, "minWattsPerMigration": 25},
+     planner.Constraints(headroom_percent=10, max_migrations=20, trigger=planner.Trigger.WATERMARKS,
+                         objective=planner.Objective.POWER, max_migrations_per_host=8, min_watts_per_migration=25)),
 ])
 def test_constraints_from_the_policy(spec, expected):
     assert ci.constraints_of(spec) == expected
@@ -289,3 +293,46 @@ def test_the_policy_status_summary_counts_the_cluster():
     summary = state.summary()
     assert {k: summary[k] for k in ("hosts", "vms", "pendingVms")} == {"hosts": 2, "vms": 1, "pendingVms": 1}
     assert 0 <= summary["utilisationPercent"] <= 100
+
+
+POWER = {"power": {"defaultIdleWatts": 90, "defaultPeakWatts": 250, "shapes": [
+    {"cpuCores": 96, "memoryGib": 768, "idleWatts": 190, "peakWatts": 620},
+    {"cpuCores": 96, "idleWatts": 170, "peakWatts": 560},
+    {"cpuCores": 32, "idleWatts": 80, "peakWatts": 240},
+]}}
+
+
+@pytest.mark.parametrize("name,cpus,mib,expected", [
+    ("shape-with-memory", 96, 768 * 1024, (190, 620)),
+    ("shape-any-memory", 96, 384 * 1024, (170, 560)),
+    ("memory-rounded-to-gib", 96, 768 * 1024 - 100, (190, 620)),
+    ("no-match-takes-defaults", 64, 256 * 1024, (90, 250)),
+])
+def test_host_watts_from_the_policy_table(name, cpus, mib, expected):
+    assert ci.host_watts(POWER, cpus, mib) == expected
+
+
+def test_host_watts_default_without_a_table():
+    assert ci.host_watts({}, 32, 1024) == (100, 300)
+
+
+def test_hosts_carry_watts_from_inventory_else_allocatable():
+    hw = {"cpu": {"count": 96}, "memory": {"totalMiB": 768 * 1024}}
+    nodes = [node("big", cpu="94", memory="700Gi", bmn="big"), node("plain", cpu="31500m", memory="120Gi")]
+    state = ci.cluster_state(nodes, [bmn("big", hardware=hw)], [], [], {**POLICY, **POWER})
+    assert (host(state, "big").idle_watts, host(state, "big").peak_watts) == (190, 620)
+    # No BareMetalNode: allocatable rounded up to 32 CPUs.
+    assert (host(state, "plain").idle_watts, host(state, "plain").peak_watts) == (80, 240)
+
+
+def test_plan_spec_carries_watts_and_why_vms_stay_pending():
+    hosts = [planner.Host("h1", 4000, 8192, idle_watts=100, peak_watts=300)]
+    vms = [planner.VM("ns/big", 1000, 65536, None), planner.VM("ns/a", 2000, 1024, "h1")]
+    plan = planner.plan(hosts, vms, planner.Constraints())
+    spec = ci.plan_spec(plan, "default", approved=False)
+    assert spec["figures"]["wattsBefore"] == 200  # 100 + (300 - 100) * 2 / 4
+    assert spec["figures"]["energySavedWhPerDay"] == 0
+    assert spec["unplaced"] == ["ns/big"]
+    assert spec["unplacedReasons"][0]["vm"] == "ns/big"
+    assert spec["unplacedReasons"][0]["reason"].startswith("TooLarge")
+    ConsolidationPlanSpec.model_validate(spec)  # what the API server's schema is made from

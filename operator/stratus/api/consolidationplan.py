@@ -94,6 +94,14 @@ class PlanFigures(BaseModel):
     unplaced: int = 0
     utilisation_before_permille: int = 0
     utilisation_after_permille: int = 0
+    watts_before: int = Field(0, description="Estimated draw of the hosts on before the plan (watts).")
+    watts_after: int = Field(0, description="Estimated draw after the plan (watts).")
+    energy_saved_wh_per_day: int = Field(0, description="(wattsBefore - wattsAfter) x 24 hours, in Wh per day.")
+
+
+class UnplacedVM(BaseModel):
+    vm: str = Field(..., max_length=317, description="namespace/name of the pending VirtualMachineInstance.")
+    reason: str = Field("", max_length=1024, description="Why it fits nowhere: TooLarge (larger than any host's usable room) or NoRoom.")
 
 
 class ConsolidationPlanSpec(BaseModel):
@@ -114,6 +122,9 @@ class ConsolidationPlanSpec(BaseModel):
     truncated: bool = Field(False, description="The migration budget stopped consolidation early; the next cycle continues.")
     unplaced: list[t.Annotated[str, Field(max_length=317)]] = Field(
         default_factory=list, description="Pending VMs that fit on no host, even with every standby host on."
+    )
+    unplaced_reasons: list[UnplacedVM] = Field(
+        default_factory=list, max_length=1000, description="Why each pending VM in unplaced fits nowhere (the first 1,000)."
     )
     figures: PlanFigures = Field(default_factory=PlanFigures, description="The planner's figures.")
     actions: list[PlanAction] = Field(default_factory=list, description="What the plan does, in waves.")

@@ -18,6 +18,20 @@ Decisions:
   hypervisor BareMetalNode). A host without a BareMetalNode, or one outside the
   pool, is always on and never powered off.
 - Percentages are integers (no floats in spec).
+- When to act (`trigger`): `savings` (the default) consolidates whenever the best
+  plan pays for itself: at most `maxMigrationsPerHost` migrations per host it
+  powers off (objective `hosts`), or at least `minWattsPerMigration` watts saved
+  per migration (objective `power`). Karpenter's users asked for a utilisation
+  threshold and were told a plan should pay for itself instead; a watermark holds
+  at 55 percent even where a fifth of the hosts could go. `watermarks` keeps the
+  old rule (consolidate only below `lowWatermarkPercent`). The high watermark
+  applies either way: above it standby hosts are powered on, and no scale-down
+  leaves utilisation above it.
+- What to minimise (`objective`): hosts on, or estimated watts. Watts come from
+  `power`: a per-shape table (matched on the BareMetalNode's hardware inventory,
+  else the Node's allocatable, by CPU count and, if given, memory) with idle and
+  peak watts, linear in between by CPU requested; unmatched hosts use the
+  defaults. Watts are integers (no floats in spec).
 - KubeVirt's migration limits (`parallelMigrationsPerCluster`, default 5, and
   `parallelOutboundMigrationsPerNode`, default 2) are mirrored here so the controller
   never queues more than KubeVirt would run; set them to what the KubeVirt CR says.
@@ -66,6 +80,48 @@ class LabelSelector(BaseModel):
     )
 
 
+class Trigger(str, enum.Enum):
+    SAVINGS = "savings"
+    WATERMARKS = "watermarks"
+
+
+class Objective(str, enum.Enum):
+    HOSTS = "hosts"
+    POWER = "power"
+
+
+class PowerShape(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.peakWatts >= self.idleWatts",
+                 "message": "spec.power.shapes[].peakWatts must be at least idleWatts"},
+            ]
+        },
+    }
+
+    cpu_cores: int = Field(..., ge=1, le=4096, description="Hosts with this many CPUs (hardware inventory, else allocatable rounded up).")
+    memory_gib: int = Field(0, ge=0, le=1048576, description="And this much memory in GiB, rounded (0: any).")
+    idle_watts: int = Field(..., ge=0, le=100000, description="Draw when on with nothing requested.")
+    peak_watts: int = Field(..., ge=0, le=100000, description="Draw with every CPU requested.")
+
+
+class PowerModel(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.defaultPeakWatts >= self.defaultIdleWatts",
+                 "message": "spec.power.defaultPeakWatts must be at least defaultIdleWatts"},
+            ]
+        },
+    }
+
+    default_idle_watts: int = Field(100, ge=0, le=100000, description="Idle draw of a host no shape matches.")
+    default_peak_watts: int = Field(300, ge=0, le=100000, description="Peak draw of a host no shape matches.")
+    shapes: list[PowerShape] = Field(default_factory=list, max_length=64,
+                                     description="Idle and peak watts per host shape; the first match wins.")
+
+
 class ConsolidationPolicySpec(BaseModel):
     model_config = {
         "extra": "forbid",
@@ -85,11 +141,27 @@ class ConsolidationPolicySpec(BaseModel):
     )
     suspend: bool = Field(False, description="Stop planning (a running plan finishes).")
     interval_seconds: int = Field(300, ge=5, le=86400, description="Seconds between planning cycles.")
+    trigger: Trigger = Field(
+        Trigger.SAVINGS,
+        description="savings: consolidate whenever the best plan pays for itself; watermarks: only below lowWatermarkPercent.",
+    )
+    objective: Objective = Field(Objective.HOSTS, description="What a scale-down minimises: hosts on, or estimated power.")
+    max_migrations_per_host: int = Field(
+        20, ge=0, le=10000,
+        description="Savings trigger, objective hosts: a plan acts only if it needs at most this many migrations per host it powers off.",
+    )
+    min_watts_per_migration: int = Field(
+        10, ge=0, le=100000,
+        description="Savings trigger, objective power: a plan acts only if it saves at least this many watts per migration.",
+    )
+    power: PowerModel = Field(default_factory=PowerModel, description="Estimated host power: idle and peak watts.")
     low_watermark_percent: int = Field(
-        50, ge=0, le=100, description="Below this utilisation (of the larger of CPU and memory) hosts are freed."
+        50, ge=0, le=100,
+        description="Trigger watermarks: below this utilisation (of the larger of CPU and memory) hosts are freed.",
     )
     high_watermark_percent: int = Field(
-        90, ge=0, le=100, description="Above this utilisation standby hosts are powered on."
+        90, ge=0, le=100,
+        description="Above this utilisation standby hosts are powered on; no scale-down leaves utilisation above it.",
     )
     headroom_percent: int = Field(10, ge=0, le=99, description="Share of each host's capacity the planner keeps free.")
     max_migrations_per_cycle: int = Field(

@@ -76,12 +76,16 @@ def plan_cmd(dry_run: bool, policy_name: str | None, output: str) -> None:
         click.echo(f"figures: hosts on {f['hostsOnBefore']} -> {f['hostsOnAfter']} (lower bound {f['lowerBoundHosts']}), "
                    f"{f['migrations']} migrations ({f['migratedMib']} MiB), {f['poweredOff']} off, {f['poweredOn']} on, "
                    f"utilisation {f['utilisationBeforePermille'] / 10:.1f}% -> {f['utilisationAfterPermille'] / 10:.1f}%")
+        saved = f["wattsBefore"] - f["wattsAfter"]
+        click.echo(f"power: {f['wattsBefore']} W -> {f['wattsAfter']} W estimated"
+                   + (f", saving {saved} W ({f['energySavedWhPerDay'] / 1000:.1f} kWh/day)" if saved > 0 else ""))
         if doc["actions"]:
             click.echo(f"{'WAVE':<5} {'ACTION':<9} {'HOST':<30} {'VM':<40} SOURCE")
             for a in doc["actions"]:
                 click.echo(f"{a['wave']:<5} {a['type']:<9} {a['host']:<30} {a['vm'] or '-':<40} {a['source'] or '-'}")
+        why = {u["vm"]: u["reason"] for u in doc.get("unplacedReasons") or []}
         for vm in doc["unplaced"]:
-            click.echo(f"unplaced: {vm} fits on no host")
+            click.echo(f"unplaced: {vm}: {why.get(vm, 'fits on no host')}")
         for note in doc["notes"]:
             click.echo(f"note: {note}")
     if dry_run:

@@ -118,7 +118,7 @@ def _replay(st: _State, i: int, s: Step, out: list[Violation]) -> None:
             out.append(Violation(i, "HostNotEmpty", f"step {i}: {s.host} still runs {sorted(st.members[s.host])[:3]}"))
         was_free = s.host in st.serving and not st.members[s.host]
         st.serving.discard(s.host)
-        if was_free and st.free_hosts() < st.constraints.min_free_hosts:
+        if was_free and st.constraints.min_free_hosts and st.free_hosts() < st.constraints.min_free_hosts:
             out.append(Violation(i, "FreeHostReserve",
                                  f"step {i}: fewer than {st.constraints.min_free_hosts} free hosts stay on"))
         return

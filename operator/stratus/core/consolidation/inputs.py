@@ -37,6 +37,11 @@ Decisions:
   the namespace.
 - A host with Pods that are neither launchers nor DaemonSet Pods must stay on:
   powering it off would kill workloads consolidation cannot move.
+- Power: a host's idle and peak watts come from the policy's per-shape table,
+  matched on the CPU count and memory of the BareMetalNode's hardware inventory
+  (what the machine is), else of the Node's allocatable (CPUs rounded up,
+  memory rounded to GiB); the first matching row wins, no match takes the
+  policy's defaults.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import dataclasses
 import hashlib
 import typing as t
 
-from .model import VM, AntiAffinityGroup, Constraints, Host, Plan
+from .model import VM, AntiAffinityGroup, Constraints, Host, Objective, Plan, Trigger
 from ..quantity import parse_bytes, parse_millicpu
 
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
@@ -277,7 +282,35 @@ def constraints_of(policy_spec: dict, must_stay_on: t.Iterable[str] = (),
         min_free_hosts=int(policy_spec.get("minFreeHosts", 0)),
         low_watermark_percent=int(policy_spec.get("lowWatermarkPercent", 50)),
         high_watermark_percent=int(policy_spec.get("highWatermarkPercent", 90)),
+        objective=Objective(policy_spec.get("objective", "hosts")),
+        trigger=Trigger(policy_spec.get("trigger", "savings")),
+        max_migrations_per_host=int(policy_spec.get("maxMigrationsPerHost", 20)),
+        min_watts_per_migration=int(policy_spec.get("minWattsPerMigration", 10)),
     )
+
+
+def host_watts(policy_spec: dict, cpu_cores: int, memory_mib: int) -> tuple[int, int]:
+    """(idle, peak) watts of a host with this hardware, from the policy's power
+    table (first matching shape) or its defaults."""
+    power = policy_spec.get("power") or {}
+    gib = (memory_mib + 512) // 1024
+    for shape in power.get("shapes") or []:
+        if int(shape.get("cpuCores", 0)) != cpu_cores:
+            continue
+        want = int(shape.get("memoryGib", 0) or 0)
+        if want and want != gib:
+            continue
+        return int(shape.get("idleWatts", 0)), int(shape.get("peakWatts", 0))
+    return int(power.get("defaultIdleWatts", 100)), int(power.get("defaultPeakWatts", 300))
+
+
+def _hardware(bmn: dict | None) -> tuple[int, int]:
+    """(CPUs, MiB) from a BareMetalNode's hardware inventory, zeros if unknown."""
+    hw = ((bmn or {}).get("status") or {}).get("hardware") or {}
+    try:
+        return int((hw.get("cpu") or {}).get("count") or 0), int((hw.get("memory") or {}).get("totalMiB") or 0)
+    except (TypeError, ValueError):
+        return 0, 0
 
 
 def cluster_state(nodes: list[dict], bare_metal_nodes: list[dict], vmis: list[dict], pods: list[dict],
@@ -349,8 +382,16 @@ def cluster_state(nodes: list[dict], bare_metal_nodes: list[dict], vmis: list[di
         standby = powerable and not powered_on and not pinned
         # On but not Ready: out of service (neither filled nor powered off).
         in_service_power = powered_on and ready
+        hw_cpus, hw_mib = _hardware(bmn)
+        if not hw_cpus or not hw_mib:
+            try:
+                hw_cpus = -(-parse_millicpu(alloc.get("cpu", 0)) // 1000)
+                hw_mib = parse_bytes(alloc.get("memory", 0)) // MIB
+            except ValueError:
+                hw_cpus, hw_mib = 0, 0
+        idle, peak = host_watts(policy_spec, hw_cpus, hw_mib)
         hosts.append(Host(name, max(cpu, 0), max(mem, 0) // MIB, powered_on=in_service_power,
-                          standby=standby, cordoned=admin_cordon))
+                          standby=standby, cordoned=admin_cordon, idle_watts=idle, peak_watts=peak))
         info[name] = HostInfo(name, _meta(bmn)["name"] if bmn else "", powerable and not pinned, True, ready,
                               cordoned_by, pinned)
     # Standby BareMetalNodes whose Node is gone: sized from the hardware inventory.
@@ -364,7 +405,9 @@ def cluster_state(nodes: list[dict], bare_metal_nodes: list[dict], vmis: list[di
         if not cpus or not mib:
             notes.append(f"BareMetalNode {_meta(bmn)['name']} left out: no Node and no hardware inventory to size it")
             continue
-        hosts.append(Host(name, int(cpus) * 1000, int(mib), powered_on=False, standby=True))
+        idle, peak = host_watts(policy_spec, int(cpus), int(mib))
+        hosts.append(Host(name, int(cpus) * 1000, int(mib), powered_on=False, standby=True, idle_watts=idle,
+                          peak_watts=peak))
         info[name] = HostInfo(name, _meta(bmn)["name"], True, False, False, "", "")
 
     vms: list[VM] = []
@@ -419,6 +462,8 @@ def figures_of(plan: Plan) -> dict:
         "placements": f.placements, "poweredOn": f.powered_on, "poweredOff": f.powered_off, "unplaced": f.unplaced,
         "utilisationBeforePermille": f.utilisation_before_permille,
         "utilisationAfterPermille": f.utilisation_after_permille,
+        "wattsBefore": f.watts_before, "wattsAfter": f.watts_after,
+        "energySavedWhPerDay": f.energy_saved_wh_per_day,
     }
 
 
@@ -431,6 +476,7 @@ def plan_spec(plan: Plan, policy: str, approved: bool) -> dict:
         "summary": plan.message[:4096],
         "truncated": plan.truncated,
         "unplaced": list(plan.unplaced),
+        "unplacedReasons": [{"vm": vm, "reason": why[:1024]} for vm, why in plan.unplaced_reasons[:1000]],
         "figures": figures_of(plan),
         "actions": plan_actions(plan),
         "approved": approved,

@@ -20,6 +20,19 @@ Decisions:
   out of service (broken, in maintenance) and is never touched. A cordoned host
   is left entirely alone: nothing lands on it, nothing is moved off it, its
   power is never changed.
+- Power. Each host carries an idle and a peak draw in watts; a host that is on
+  draws ``idle + (peak - idle) * cpu requested / cpu capacity`` (the linear
+  model SPECpower-style measurements support between idle and full load), a
+  host that is off draws nothing. Requests stand in for utilisation: the
+  planner sees no live usage, and requests are what a plan moves. The
+  defaults (100 W idle, 300 W peak) are a generic two-socket server; the
+  policy's per-shape table overrides them.
+- Objective and trigger. ``objective`` says what a scale-down minimises: hosts
+  on (``hosts``) or estimated watts (``power``). ``trigger`` says when it acts:
+  ``savings`` (the default) whenever the best plan's saving beats its cost
+  (at most ``max_migrations_per_host`` migrations per host released, or at
+  least ``min_watts_per_migration`` watts saved per migration), ``watermarks``
+  only below the low watermark, as before.
 """
 
 from __future__ import annotations
@@ -38,6 +51,15 @@ class Host:
     powered_on: bool = True
     standby: bool = False
     cordoned: bool = False
+    idle_watts: int = 100
+    peak_watts: int = 300
+
+    def watts(self, cpu_requested: int) -> int:
+        """Estimated draw when on with ``cpu_requested`` millicores requested."""
+        if self.cpu_millicores <= 0:
+            return self.idle_watts
+        busy = min(cpu_requested, self.cpu_millicores)
+        return self.idle_watts + (self.peak_watts - self.idle_watts) * busy // self.cpu_millicores
 
     @property
     def in_service(self) -> bool:
@@ -72,6 +94,16 @@ class AntiAffinityGroup:
     vms: tuple[str, ...]
 
 
+class Objective(enum.StrEnum):
+    HOSTS = "hosts"
+    POWER = "power"
+
+
+class Trigger(enum.StrEnum):
+    SAVINGS = "savings"
+    WATERMARKS = "watermarks"
+
+
 @dataclass(frozen=True, slots=True)
 class Constraints:
     """What every plan must respect, plus the watermarks that pick a mode.
@@ -90,6 +122,10 @@ class Constraints:
     min_free_hosts: int = 0
     low_watermark_percent: int = 50
     high_watermark_percent: int = 90
+    objective: Objective = Objective.HOSTS
+    trigger: Trigger = Trigger.SAVINGS
+    max_migrations_per_host: int = 20
+    min_watts_per_migration: int = 10
 
     def __post_init__(self) -> None:
         if not 0 <= self.headroom_percent < 100:
@@ -100,6 +136,8 @@ class Constraints:
             raise ValueError("max_migrations must be >= 0")
         if self.min_free_hosts < 0:
             raise ValueError("min_free_hosts must be >= 0")
+        if self.max_migrations_per_host < 0 or self.min_watts_per_migration < 0:
+            raise ValueError("the saving floors must be >= 0")
 
     def usable(self, host: Host) -> tuple[int, int]:
         keep = 100 - self.headroom_percent
@@ -146,6 +184,12 @@ class Figures:
     unplaced: int
     utilisation_before_permille: int
     utilisation_after_permille: int
+    watts_before: int = 0
+    watts_after: int = 0
+
+    @property
+    def energy_saved_wh_per_day(self) -> int:
+        return (self.watts_before - self.watts_after) * 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +201,8 @@ class Plan:
     unplaced: tuple[str, ...]
     figures: Figures
     truncated: bool = False  # the migration budget stopped consolidation early
+    # Why each pending VM left in ``unplaced`` could not be placed.
+    unplaced_reasons: tuple[tuple[str, str], ...] = ()
 
     @property
     def power_on(self) -> tuple[str, ...]:

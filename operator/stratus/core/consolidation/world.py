@@ -26,6 +26,7 @@ class World:
         "hosts", "vms", "constraints", "host_index", "cap_c", "cap_m", "serving", "wakeable", "cordoned",
         "must_stay_on", "vm_c", "vm_m", "vm_host", "vm_migratable", "vm_groups", "load_c", "load_m",
         "host_vms", "host_groups", "pinned", "group_names", "vm_shape", "shape_c", "shape_m",
+        "raw_c", "idle_w", "peak_w",
     )
 
     def __init__(
@@ -46,6 +47,9 @@ class World:
         self.cap_c = [u[0] for u in usable]
         self.cap_m = [u[1] for u in usable]
         self.cordoned = [h.cordoned for h in hosts]
+        self.raw_c = [h.cpu_millicores for h in hosts]
+        self.idle_w = [h.idle_watts for h in hosts]
+        self.peak_w = [h.peak_watts for h in hosts]
         self.serving = list(serving) if serving is not None else [h.in_service for h in hosts]
         # A host the planner powered off becomes a standby host, hence wakeable.
         self.wakeable = [
@@ -140,3 +144,68 @@ class World:
 
     def free_serving(self) -> int:
         return sum(1 for i in self.serving_hosts() if not self.host_vms[i])
+
+    def host_watts(self, i: int, load_c: int) -> int:
+        """Estimated draw of host ``i`` when on with ``load_c`` millicores requested
+        (``Host.watts``, on the flat arrays)."""
+        raw = self.raw_c[i]
+        idle = self.idle_w[i]
+        if raw <= 0:
+            return idle
+        return idle + (self.peak_w[i] - idle) * min(load_c, raw) // raw
+
+    def watts(self) -> int:
+        """Estimated draw of the hosts that are on (cordoned ones included)."""
+        total = 0
+        for i, h in enumerate(self.hosts):
+            if self.serving[i] or (self.cordoned[i] and h.powered_on):
+                total += self.host_watts(i, self.load_c[i])
+            elif h.powered_on and not h.standby and not self.serving[i] and not self.wakeable[i]:
+                # On but out of service (not Ready): still draws.
+                total += self.host_watts(i, self.load_c[i])
+        return total
+
+
+class Loads:
+    """Per-host loads and anti-affinity counts while moves are tried on top of a
+    world that stays as it is. A host's group counts are copied before their
+    first change; ``groups`` can be handed to ``packing.fill`` as its
+    ``host_groups``."""
+
+    __slots__ = ("world", "c", "m", "groups", "_copied")
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.c = list(world.load_c)
+        self.m = list(world.load_m)
+        self.groups: list[dict[int, int] | None] = list(world.host_groups)
+        self._copied: set[int] = set()
+
+    def groups_on(self, h: int) -> dict[int, int]:
+        if h not in self._copied:
+            self.groups[h] = dict(self.groups[h] or {})
+            self._copied.add(h)
+        return self.groups[h]
+
+    def clashes(self, j: int, h: int) -> bool:
+        gs = self.world.vm_groups[j]
+        if not gs:
+            return False
+        d = self.groups[h]
+        return bool(d) and any(d.get(g, 0) > 0 for g in gs)
+
+    def shift(self, j: int, src: int, dst: int) -> None:
+        w = self.world
+        if src >= 0:
+            self.c[src] -= w.vm_c[j]
+            self.m[src] -= w.vm_m[j]
+        self.c[dst] += w.vm_c[j]
+        self.m[dst] += w.vm_m[j]
+        for g in w.vm_groups[j]:
+            if src >= 0:
+                d = self.groups_on(src)
+                d[g] = d.get(g, 0) - 1
+                if not d[g]:
+                    del d[g]
+            d = self.groups_on(dst)
+            d[g] = d.get(g, 0) + 1
