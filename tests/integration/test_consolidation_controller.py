@@ -264,7 +264,8 @@ def test_consolidate_twenty_hosts_then_wake_standby_for_a_burst(kube, namespace,
     assert len(used_before) >= 12, f"the scheduler should spread the Servers; they use {sorted(used_before)}"
 
     # approve mode: a plan is recorded and nothing runs until it is approved.
-    pol = policy(f"cons-{pool}", mode="approve", intervalSeconds=10, headroomPercent=10, maxMigrationsPerCycle=200,
+    # The watermarks this scenario was written for (the default trigger is a plan that pays).
+    pol = policy(f"cons-{pool}", mode="approve", trigger="watermarks", intervalSeconds=10, headroomPercent=10, maxMigrationsPerCycle=200,
                  lowWatermarkPercent=50, highWatermarkPercent=90, standbyPool={"matchLabels": {"pool": pool}},
                  migrationTimeoutSeconds=600, powerTimeoutSeconds=300)
     plan = wait_recommended(kube, pol)
