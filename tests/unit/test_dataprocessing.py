@@ -9,7 +9,7 @@ import pytest
 from stratus.api.datacluster import sample as cluster_sample
 from stratus.api.datajob import sample as job_sample
 from stratus.core import dataprocessing as dp
-from stratus.drivers import sparkengine
+from stratus.instance import spark as sparkengine
 
 
 def _cluster(**spec):

@@ -30,7 +30,7 @@ COMMANDS.append(spark)
 @spark.command("master")
 def master() -> None:
     """Run the Spark standalone master in the foreground."""
-    from ..drivers import sparkengine
+    from ..instance import spark as sparkengine
 
     sparkengine.exec_daemon("master")
 
@@ -38,7 +38,7 @@ def master() -> None:
 @spark.command("worker")
 def worker() -> None:
     """Run a Spark standalone worker registered with $STRATUS_SPARK_MASTER."""
-    from ..drivers import sparkengine
+    from ..instance import spark as sparkengine
 
     sparkengine.exec_daemon("worker")
 
@@ -49,6 +49,6 @@ def driver(args: tuple[str, ...]) -> None:
     """Submit the application described by the STRATUS_SPARK_* environment and drive it."""
     import sys
 
-    from ..drivers import sparkengine
+    from ..instance import spark as sparkengine
 
     sys.exit(sparkengine.run_driver(list(args)))
