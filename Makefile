@@ -15,14 +15,14 @@ $(PY): pyproject.toml requirements.lock
 	@echo "make: creating the Python environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test]'
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test,instance]'
 	@touch $(PY)
 
 venv: $(PY) ## Create the Python environment (.venv) from the pinned requirements.lock
 
 SPARK_READY := $(VENV)/.spark-ready
 $(SPARK_READY): $(PY) hack/spark-jars.sh hack/spark/pom.xml
-	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test,spark]'
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test,instance,spark]'
 	@hack/spark-jars.sh $(PY) >/dev/null
 	@touch $(SPARK_READY)
 
