@@ -279,16 +279,15 @@ def request_token(namespace: str, service_account: str, seconds: int, bound: dic
     return request("POST", path("v1", "serviceaccounts", namespace, service_account, "token"), body, absent=())["status"]
 
 
-def review_token(token: str) -> dict:
-    """TokenReview: {authenticated, user: {username, groups, ...}, error?}."""
-    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+def review_token(token: str, audiences: list[str] | None = None) -> dict:
+    """TokenReview: {authenticated, user: {username, uid, groups, extra}, error?}."""
+    spec = {"token": token, **({"audiences": audiences} if audiences else {})}
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
     return request("POST", path("authentication.k8s.io/v1", "tokenreviews"), body, absent=()).get("status") or {}
 
 
-def access_allowed(user: str, groups: list[str], attributes: dict) -> bool:
-    """SubjectAccessReview: may ``user`` (in ``groups``) do what ``attributes`` (the
-    resourceAttributes: namespace, verb, group, resource, name) describe?"""
-    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": user, "groups": groups, "resourceAttributes": attributes}}
-    out = request("POST", path("authorization.k8s.io/v1", "subjectaccessreviews"), body, absent=())
-    return bool((out.get("status") or {}).get("allowed"))
+def review_access(spec: dict) -> dict:
+    """SubjectAccessReview of ``spec`` (user, groups, uid, extra and resourceAttributes or
+    nonResourceAttributes): {allowed, denied?, reason?}. drivers.access caches these."""
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+    return request("POST", path("authorization.k8s.io/v1", "subjectaccessreviews"), body, absent=()).get("status") or {}

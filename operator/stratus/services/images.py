@@ -172,7 +172,8 @@ def _may(user: str, groups: list[str], namespace: str, name: str | None, verb: s
     attrs = {"namespace": namespace, "verb": verb, "group": GROUP, "resource": "images"}
     if name:
         attrs["name"] = name
-    return kube.access_allowed(user, groups, attrs)
+    spec = {"user": user, "groups": groups, "resourceAttributes": attrs}
+    return bool(kube.review_access(spec).get("allowed"))
 
 
 def authorized(user: str, groups: list[str], image: dict) -> bool:
