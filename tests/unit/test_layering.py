@@ -27,9 +27,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("controllers/consolidation.py", "404"): "plan creation and node cordon; kube.create/kube.patch on r-loops",
     ("controllers/metering.py", "404"): "ConfigMap and Secret reads; kube.get on r-loops",
     ("controllers/bucket.py", "404"): "Secret/ConfigMap ownership check; kube.get on r-loops",
-    # Landed on main (Heat) while this layer was being built; to move to kube.get/kube.delete
+    # Landed on main (Heat, Trove) while this layer was being built; to move to kube.get/kube.delete
     # in the next step, with its integration test (tests/integration/test_stacks.py).
     ("controllers/stack.py", "404"): "ConfigMap/Secret reads and deletes written against the typed client",
+    ("controllers/database.py", "404"): "landed with the Database kinds meanwhile; same move",
+    ("controllers/databasebackup.py", "404"): "landed with the Database kinds meanwhile; same move",
     ("cli/stack.py", "404"): "`stratus stack` still builds its own typed clients (as cli/identity.py did)",
     # Development tooling, never in the operator: the local pod runner takes its own
     # (injectable) ApiClient so that it runs beside any operator process.

@@ -61,3 +61,8 @@ def set_paused(namespace: str, name: str, paused: bool) -> None:
 def soft_reboot(namespace: str, name: str) -> bool:
     """Ask the guest to reboot; False when only a hard reboot is possible."""
     return _vmi_action(namespace, name, "softreboot")
+
+
+def list_custom(api_version: str, plural: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+    """Kept for the callers that still use it (Stack, Database); new code calls kube.list_."""
+    return kube.list_(api_version, plural, namespace, label_selector)
