@@ -18,14 +18,7 @@ import uuid
 import click
 
 GROUP, VERSION = "stratus.dev", "v1alpha1"
-
-
-def _clients():
-    import kubernetes
-
-    kubernetes.config.load_kube_config()
-    api = kubernetes.client.ApiClient()
-    return kubernetes.client.CustomObjectsApi(api), kubernetes.client.CoreV1Api(api)
+API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def _fail(exc) -> click.ClickException:
@@ -36,16 +29,20 @@ def _fail(exc) -> click.ClickException:
     return click.ClickException(message or str(exc))
 
 
-def _namespace(custom, project: str) -> str:
+def _namespace(project: str) -> str:
     from kubernetes.client.rest import ApiException
 
+    from ..drivers import kube
+
     try:
-        obj = custom.get_cluster_custom_object(GROUP, VERSION, "projects", project)
-        return (obj.get("status") or {}).get("namespace") or (obj.get("spec") or {}).get("namespace") or project
+        obj = kube.get(API_VERSION, "projects", project)
     except ApiException as exc:
-        if exc.status in (403, 404):  # members may not read Projects; the namespace defaults to the name
+        if exc.status == 403:  # members may not read Projects; the namespace defaults to the name
             return project
         raise _fail(exc) from None
+    if obj is None:
+        return project
+    return (obj.get("status") or {}).get("namespace") or (obj.get("spec") or {}).get("namespace") or project
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -69,20 +66,21 @@ def token_issue(project: str, user: str, ttl: str, name: str | None, out: pathli
     """Issue a token and print its kubeconfig."""
     from kubernetes.client.rest import ApiException
 
-    custom, core = _clients()
-    ns = _namespace(custom, project)
+    from ..drivers import kube
+
+    ns = _namespace(project)
     slug = "".join(c if c.isalnum() else "-" for c in user.lower()).strip("-")[:40] or "user"
     name = name or f"{slug}-{uuid.uuid4().hex[:6]}"
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccessToken", "metadata": {"name": name},
             "spec": {"user": user, "ttl": ttl}}
     try:
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "accesstokens", body)
+        kube.create({**body, "metadata": {"name": name, "namespace": ns}}, "accesstokens")
     except ApiException as exc:
         raise _fail(exc) from None
     deadline = time.monotonic() + timeout
     status: dict = {}
     while time.monotonic() < deadline:
-        status = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "accesstokens", name).get("status") or {}
+        status = (kube.get(API_VERSION, "accesstokens", name, ns) or {}).get("status") or {}
         if status.get("phase") in ("Active", "Failed"):
             break
         time.sleep(0.5)
@@ -90,10 +88,12 @@ def token_issue(project: str, user: str, ttl: str, name: str | None, out: pathli
     if status.get("phase") != "Active":
         raise click.ClickException(f"token {name} not issued: {ready.get('message') or 'timed out waiting for the operator'}")
     try:
-        secret = core.read_namespaced_secret(status["secretName"], ns)
+        secret = kube.get("v1", "secrets", status["secretName"], ns)
     except ApiException as exc:
         raise _fail(exc) from None
-    config = base64.b64decode(secret.data["kubeconfig"]).decode()
+    if secret is None:
+        raise click.ClickException(f"token {name}: Secret {status['secretName']} is gone (revoked)")
+    config = base64.b64decode(secret["data"]["kubeconfig"]).decode()
     click.echo(f"issued token {name} for {user} in project {project}, expires {status['expiresAt']}", err=True)
     if out:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -110,10 +110,11 @@ def token_list(project: str) -> None:
     """List the project's tokens (never the tokens themselves)."""
     from kubernetes.client.rest import ApiException
 
-    custom, _ = _clients()
-    ns = _namespace(custom, project)
+    from ..drivers import kube
+
+    ns = _namespace(project)
     try:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "accesstokens").get("items") or []
+        items = kube.list_(API_VERSION, "accesstokens", ns)
     except ApiException as exc:
         raise _fail(exc) from None
     rows = [[t["metadata"]["name"], t["spec"]["user"], (t.get("status") or {}).get("role", ""),
@@ -129,22 +130,20 @@ def token_revoke(project: str, name: str, timeout: int) -> None:
     """Revoke a token: it stops working as soon as this returns."""
     from kubernetes.client.rest import ApiException
 
-    custom, _ = _clients()
-    ns = _namespace(custom, project)
+    from ..drivers import kube
+
+    ns = _namespace(project)
     try:
-        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "accesstokens", name)
-    except ApiException as exc:
-        raise _fail(exc) from None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            custom.get_namespaced_custom_object(GROUP, VERSION, ns, "accesstokens", name)
-        except ApiException as exc:
-            if exc.status == 404:
+        if not kube.delete(API_VERSION, "accesstokens", name, ns, propagation="Background"):
+            raise click.ClickException(f"no token {name} in project {project}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if kube.get(API_VERSION, "accesstokens", name, ns) is None:
                 click.echo(f"token {name} revoked")
                 return
-            raise _fail(exc) from None
-        time.sleep(0.3)
+            time.sleep(0.3)
+    except ApiException as exc:
+        raise _fail(exc) from None
     raise click.ClickException(f"token {name} is still being revoked; is the operator running?")
 
 
@@ -153,13 +152,14 @@ def catalog() -> None:
     """Print the service catalog."""
     from kubernetes.client.rest import ApiException
 
-    custom, _ = _clients()
+    from ..drivers import kube
+
     try:
-        obj = custom.get_cluster_custom_object(GROUP, VERSION, "catalogs", "default")
+        obj = kube.get(API_VERSION, "catalogs", "default")
     except ApiException as exc:
-        if exc.status == 404:
-            raise click.ClickException("no catalog yet: is the operator running?") from None
         raise _fail(exc) from None
+    if obj is None:
+        raise click.ClickException("no catalog yet: is the operator running?")
     rows = [[e["name"], e.get("type", ""), e.get("url", ""), "yes" if e.get("ready") else "no"]
             for e in (obj.get("status") or {}).get("endpoints") or []]
     click.echo(_table(rows, ["NAME", "TYPE", "URL", "READY"]))

@@ -26,13 +26,7 @@ import urllib.request
 import click
 
 GROUP, VERSION = "stratus.dev", "v1alpha1"
-
-
-def _custom():
-    import kubernetes
-
-    kubernetes.config.load_kube_config()
-    return kubernetes.client.CustomObjectsApi()
+API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def _current_namespace() -> str:
@@ -71,7 +65,9 @@ def list_images(namespace: str | None, props: tuple[str, ...], visibility: str |
 
     namespace = namespace or _current_namespace()
     wanted = _properties(props)
-    items = _custom().list_cluster_custom_object(GROUP, VERSION, "images")["items"]
+    from ..drivers import kube
+
+    items = kube.list_(API_VERSION, "images")
     rows = []
     for img in items:
         spec, meta, status = img["spec"], img["metadata"], img.get("status") or {}
@@ -103,7 +99,11 @@ def list_images(namespace: str | None, props: tuple[str, ...], visibility: str |
 def download(name: str, namespace: str | None, out: pathlib.Path, token: str | None) -> None:
     """Download an active image to a file, checking its sha256."""
     namespace = namespace or _current_namespace()
-    img = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, "images", name)
+    from ..drivers import kube
+
+    img = kube.get(API_VERSION, "images", name, namespace)
+    if img is None:
+        raise click.ClickException(f"no image {namespace}/{name}")
     status = img.get("status") or {}
     if status.get("phase") != "active":
         raise click.ClickException(f"image {namespace}/{name} is {status.get('phase') or 'queued'}, not active")

@@ -196,14 +196,15 @@ def rotate_key(namespace) -> None:
     from ..core.ledger import Signer
     from ..drivers import kube
 
-    api = kube.core()
-    secret = api.read_namespaced_secret(SIGNING_SECRET, namespace)
+    secret = kube.get("v1", "secrets", SIGNING_SECRET, namespace)
+    if secret is None:
+        raise click.ClickException(f"no Secret {SIGNING_SECRET} in {namespace}: is the operator running?")
     new = Signer.generate()
-    data = dict(secret.data or {})
+    data = dict(secret.get("data") or {})
     data["current"] = base64.b64encode(new.key_id.encode()).decode()
     data[f"{new.key_id}.pem"] = base64.b64encode(new.private_pem()).decode()
-    api.patch_namespaced_secret(SIGNING_SECRET, namespace, {"metadata": {"resourceVersion":
-                                secret.metadata.resource_version}, "data": data})
+    kube.patch("v1", "secrets", SIGNING_SECRET, {"metadata": {"resourceVersion": secret["metadata"]["resourceVersion"]},
+                                                 "data": data}, namespace)
     signer, ring = keys_from_secret_data(data)
     publish_keys(namespace, ring, signer.key_id)
     click.echo(f"new signing key {new.key_id}; {len(ring)} keys published; the operator signs with it from the "

@@ -24,13 +24,11 @@ import datetime
 import os
 
 import kopf
-from kubernetes.client.rest import ApiException
-
+from ..api.accesstoken import AccessToken
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import identity
 from ..core.compute import owner_reference
 from ..core.conditions import now, set_condition
-from ..drivers import identity as k8s
 from ..drivers import kube
 
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -75,12 +73,13 @@ def _project_of(namespace: str) -> dict | None:
 @kopf.on.create(GROUP, VERSION, "accesstokens")
 def issue_token(body, name, namespace, logger, **_) -> None:
     body = kube.plain(body)
+    token = AccessToken.model_validate(body)
     status = body.get("status") or {}
-    user = body["spec"]["user"]
+    user = token.spec.user
     sname = secret_name(name)
     if status.get("secretName"):
         # Issued before: never mint twice. A missing Secret means it was revoked by hand.
-        if k8s.get("v1", "secrets", sname, namespace) is None and status.get("phase") == "Active":
+        if kube.get("v1", "secrets", sname, namespace) is None and status.get("phase") == "Active":
             _fail(body, "Revoked", f"Secret {sname} was deleted, which revoked the token; delete this AccessToken and issue a new one")
         return
     project = _project_of(namespace)
@@ -94,7 +93,7 @@ def issue_token(body, name, namespace, logger, **_) -> None:
                                   "add them to spec.members of the Project, then the token is issued")
         raise kopf.TemporaryError(f"{user!r} is not a member yet", delay=RETRY)
     try:
-        seconds = identity.parse_duration(body["spec"]["ttl"])
+        seconds = identity.parse_duration(token.spec.ttl)
     except ValueError as exc:
         _fail(body, "InvalidTTL", f"spec.ttl: {exc}")
         return
@@ -104,31 +103,31 @@ def issue_token(body, name, namespace, logger, **_) -> None:
 
     sa = identity.service_account_for(user)
     project_owner = owner_reference(project, controller=False)
-    k8s.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+    kube.apply({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": sa, "namespace": namespace, "ownerReferences": [project_owner],
                             "labels": {identity.PROJECT_LABEL: project["metadata"]["name"]},
                             "annotations": {"stratus.dev/user": user}},
                "automountServiceAccountToken": False})
     owner = owner_reference(body)
     labels = {TOKEN_LABEL: name, identity.PROJECT_LABEL: project["metadata"]["name"]}
-    secret = k8s.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    secret = kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                         "metadata": {"name": sname, "namespace": namespace, "labels": labels, "ownerReferences": [owner]}})
-    issued = k8s.request_token(namespace, sa, seconds, {"apiVersion": "v1", "kind": "Secret", "name": sname,
+    issued = kube.request_token(namespace, sa, seconds, {"apiVersion": "v1", "kind": "Secret", "name": sname,
                                                          "uid": secret["metadata"]["uid"]})
-    review = k8s.review_token(issued["token"])
+    review = kube.review_token(issued["token"])
     if not review.get("authenticated"):
         _fail(body, "TokenRejected", "The API server did not accept the token it issued; see the operator log")
         logger.error("TokenReview refused a freshly issued token for %s: %s", sa, review.get("error", ""))
         raise kopf.TemporaryError("issued token failed its review", delay=RETRY)
     config = identity.kubeconfig(cluster_access(), user, namespace, issued["token"], f"{user}@{namespace}")
-    k8s.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                "metadata": {"name": sname, "namespace": namespace, "labels": labels, "ownerReferences": [owner],
                             "annotations": {"stratus.dev/expires-at": issued["expirationTimestamp"]}},
                "data": {"kubeconfig": identity.b64(config)}})
-    k8s.apply({"apiVersion": RBAC, "kind": "Role",
+    kube.apply({"apiVersion": RBAC, "kind": "Role",
                "metadata": {"name": sname, "namespace": namespace, "labels": labels, "ownerReferences": [owner]},
                "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [sname], "verbs": ["get"]}]})
-    k8s.apply({"apiVersion": RBAC, "kind": "RoleBinding",
+    kube.apply({"apiVersion": RBAC, "kind": "RoleBinding",
                "metadata": {"name": sname, "namespace": namespace, "labels": labels, "ownerReferences": [owner]},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sname},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
@@ -156,9 +155,5 @@ def expire_token(body, **_) -> None:
 @kopf.on.delete(GROUP, VERSION, "accesstokens")
 def revoke_token(body, name, namespace, logger, **_) -> None:
     """Delete the bound Secret now: every token bound to it stops working."""
-    try:
-        k8s.delete("v1", "secrets", secret_name(name), namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    kube.delete("v1", "secrets", secret_name(name), namespace, propagation="Background")
     logger.info("Token %s revoked", name)

@@ -19,12 +19,11 @@ import threading
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api.catalog import CATALOG_NAME
+from ..api.catalog import CATALOG_NAME, Catalog
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import identity
 from ..core.conditions import set_condition
 from ..core.database import engine_catalog
-from ..drivers import identity as k8s
 from ..drivers import kube
 from .accesstoken import SERVER_ENV
 
@@ -44,7 +43,7 @@ def register_endpoint(name: str, url: str, type_: str = "", description: str = "
 
 def _ready_services() -> set[tuple[str, str]]:
     ready = set()
-    for es in k8s.list_("discovery.k8s.io/v1", "endpointslices", label_selector=identity.SERVICE_LABEL):
+    for es in kube.list_("discovery.k8s.io/v1", "endpointslices", label_selector=identity.SERVICE_LABEL):
         svc = (es["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
         if svc and any((ep.get("conditions") or {}).get("ready") for ep in es.get("endpoints") or []):
             ready.add((es["metadata"]["namespace"], svc))
@@ -53,13 +52,14 @@ def _ready_services() -> set[tuple[str, str]]:
 
 def refresh_catalog() -> list[dict]:
     with _lock:
-        services = k8s.list_("v1", "services", label_selector=identity.SERVICE_LABEL)
+        services = kube.list_("v1", "services", label_selector=identity.SERVICE_LABEL)
         api_server = os.environ.get(SERVER_ENV) or kube.api_client().configuration.host
         endpoints = identity.catalog_endpoints(api_server, services, _ready_services(), list(_local.values()))
         existing = kube.get(API_VERSION, "catalogs", CATALOG_NAME)
         if existing is None:
             existing = kube.apply({"apiVersion": API_VERSION, "kind": "Catalog", "metadata": {"name": CATALOG_NAME}, "spec": {}},
                                   "catalogs")
+        Catalog.model_validate(existing)
         status = existing.get("status") or {}
         engines = engine_catalog()
         if status.get("endpoints") != endpoints or status.get("phase") != "Current" or status.get("databaseEngines") != engines:

@@ -41,7 +41,7 @@ def _pods(namespace: str, name: str) -> list[dict]:
 def _create_pod(pod: dict, refused: list[str]) -> None:
     """Create (a 409 means it is there); a quota refusal is collected for the Ready condition."""
     try:
-        kube.core().create_namespaced_pod(pod["metadata"]["namespace"], pod)
+        kube.create(pod)  # None: it is there already
     except ApiException as exc:
         if exc.status == 403 and "exceeded quota" in (exc.body or ""):
             try:
@@ -49,16 +49,12 @@ def _create_pod(pod: dict, refused: list[str]) -> None:
             except ValueError:
                 message = "exceeded quota"
             refused.append(f"{pod['metadata']['name']}: {message}")
-        elif exc.status != 409:
+        else:
             raise
 
 
 def _delete_pod(namespace: str, name: str) -> None:
-    try:
-        kube.core().delete_namespaced_pod(name, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    kube.delete("v1", "pods", name, namespace, propagation="Background")
 
 
 def _sizes(spec: dict) -> dict[str, dp.Size]:

@@ -15,7 +15,6 @@ import datetime
 import os
 
 import kopf
-from kubernetes.client.rest import ApiException
 
 from ..api.datajob import DataJob
 from ..api.registry import API_VERSION, GROUP, VERSION
@@ -112,11 +111,7 @@ def sync(body: dict) -> dict:
         timed_out=bool(start and timeout and _seconds_since(start) > timeout),
         cluster_ready=cluster_ready)
     for pod_name in decision.delete_pods:
-        try:
-            kube.core().delete_namespaced_pod(pod_name, ns)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        kube.delete("v1", "pods", pod_name, ns, propagation="Background")
     attempt = max(attempts) if attempts else 0
     if decision.create_attempt is not None:
         if not buckets and dp.referenced_buckets(spec):
@@ -124,11 +119,7 @@ def sync(body: dict) -> dict:
         attempt = decision.create_attempt
         image = (cluster["spec"].get("image") or dp.DEFAULT_IMAGE.format(version=cluster["spec"]["version"]))
         pod = dp.driver_pod(body, attempt, cstatus["masterUrl"], image, buckets, bucket_names)
-        try:
-            kube.core().create_namespaced_pod(ns, pod)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        kube.create(pod)  # None: this attempt's pod is there already
         start = start or now()
         decision.phase = dp.JobPhase.RUNNING
     status.update(phase=decision.phase, attempt=attempt, startTime=start,

@@ -34,76 +34,38 @@ with condition DeletionRefused instead. Deleting an image deletes its stored byt
 
 from __future__ import annotations
 
-import collections
 import os
 import threading
 import time
 
 import kopf
-from kubernetes.client.rest import ApiException
 
 from ..api.image import Image
 from ..api.registry import API_VERSION, GROUP, LABEL_PREFIX, VERSION
 from ..core import image as core
-from ..core.conditions import now, set_condition
+from ..core.conditions import set_condition
+from ..core.locks import KeyedLocks
 from ..core.quantity import parse_bytes
 from ..drivers import importer, kube
+from ..drivers.stores import IMAGE_BUCKET, IMAGE_CLASS, ClassNotReady, image_store  # noqa: F401
 from ..services import images as service
-from .bucket import IMAGE_BUCKET, ClassNotReady, store_for_class
+from .status import write_status
 
-IMAGE_CLASS = os.environ.get("STRATUS_IMAGE_BUCKETCLASS", "default")
 MAX_BYTES = parse_bytes(os.environ.get("STRATUS_IMAGE_MAX_BYTES", "64Gi"))
 RETRY = 10
 PROTECT_POLICY = "stratus-protected-images"
 
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
-_bucket_ready = threading.Event()
-
-
-def image_store():
-    """The image store's object store, its bucket made on first use."""
-    _, store = store_for_class(IMAGE_CLASS)
-    if not _bucket_ready.is_set():
-        store.ensure_bucket(IMAGE_BUCKET)
-        _bucket_ready.set()
-    return store
+_locks = KeyedLocks(threading.Lock)
 
 
 # -- status ---------------------------------------------------------------------------------
 
 
-def _write_status(body: dict, status: dict, event: bool = True) -> dict:
-    meta = body["metadata"]
-    old = body.get("status") or {}
-    changed = {k: v for k, v in status.items() if old.get(k) != v}
-    if changed:
-        kube.patch_status(API_VERSION, "images", meta["name"], changed, meta["namespace"])
-        body.setdefault("status", {}).update(changed)
-    if event and "phase" in changed:
-        ready = next((c for c in status.get("conditions") or old.get("conditions") or [] if c["type"] == "Ready"), {})
-        _event(body, "Warning" if status["phase"] == core.KILLED else "Normal", ready.get("reason", status["phase"]),
-               f"{old.get('phase') or 'new'} -> {status['phase']}: {ready.get('message', '')}")
+def _write_status(body: dict, status: dict) -> dict:
+    """Patch what changed (with an Event on a phase change) and keep ``body`` current."""
+    changed = write_status(body, "images", status, error_phase=core.KILLED)
+    body.setdefault("status", {}).update(changed)
     return body
-
-
-def _event(body: dict, type_: str, reason: str, message: str) -> None:
-    """A kopf event from handlers; outside them (the image service's upload thread) the
-    Event is created directly."""
-    try:
-        kopf.event(body, type=type_, reason=reason, message=message)
-        return
-    except LookupError:
-        pass
-    meta = body["metadata"]
-    stamp = now()
-    kube.core().create_namespaced_event(meta["namespace"], {
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": API_VERSION, "kind": "Image", "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta["uid"]},
-        "type": type_, "reason": reason, "message": message[:1024],
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        "source": {"component": "stratus"}, "reportingComponent": "stratus",
-    })
 
 
 def _set(body: dict, phase: str, ready: bool, reason: str, message: str, **extra) -> dict:
@@ -151,8 +113,7 @@ def reconcile_image(body, name, namespace, logger, **_) -> None:
     labels = core.property_labels(body["spec"].get("properties") or {}, LABEL_PREFIX)
     current = body["metadata"].get("labels") or {}
     if any(current.get(k) != v for k, v in labels.items()):
-        kube.custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, "images", name,
-                                                      {"metadata": {"labels": labels}})
+        kube.patch(API_VERSION, "images", name, {"metadata": {"labels": labels}}, namespace)
     with _locks[(namespace, name)]:
         fresh = _fresh(namespace, name)
         if fresh is None:
@@ -170,11 +131,7 @@ def reconcile_image(body, name, namespace, logger, **_) -> None:
                          dataVolumeSource={"registry": {"url": f"docker://{source['registry']['url']}"}})
         elif source.get("volume"):
             vol = source["volume"]["name"]
-            try:
-                kube.core().read_namespaced_persistent_volume_claim(vol, namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            if kube.get("v1", "persistentvolumeclaims", vol, namespace) is None:
                 _set(fresh, core.QUEUED, False, "VolumeNotFound", f"No volume claim {vol!r} in {namespace}; create the Volume or fix spec.source.volume.name")
                 raise kopf.TemporaryError("volume not found", delay=RETRY) from None
             _mark_active(fresh, f"CDI clones volume {vol} for each disk",
@@ -335,7 +292,7 @@ def refresh_urls(name, namespace, **_) -> None:
             return
         url = (((body.get("status") or {}).get("dataVolumeSource") or {}).get("http") or {}).get("url", "")
         if service.needs_resign(url, namespace, name):
-            _write_status(body, active_extras(body), event=False)
+            _write_status(body, active_extras(body))
 
 
 # -- deletion ----------------------------------------------------------------------------------
@@ -348,7 +305,7 @@ def delete_image(body, name, namespace, logger, **_) -> None:
         generation = body["metadata"].get("generation", 0)
         conditions = set_condition((body.get("status") or {}).get("conditions"), "Ready", False, "DeletionRefused",
                                    "The image is protected; set spec.protected: false to let the deletion proceed", generation)
-        _write_status(body, {"conditions": conditions}, event=False)
+        _write_status(body, {"conditions": conditions})
         raise kopf.TemporaryError("image is protected", delay=RETRY)
     location = (body.get("status") or {}).get("location") or {}
     key = location.get("key") or core.object_key(namespace, name, body["metadata"]["uid"])
@@ -400,7 +357,7 @@ def install_protect_policy(logger, **_) -> None:
 
 @kopf.on.startup()
 async def start_image_service(memo: kopf.Memo, logger, **_) -> None:
-    memo.image_service = await service.start_from_env(logger)
+    memo.image_service = await service.start_from_env(logger, upload=run_upload)
 
 
 @kopf.on.cleanup()

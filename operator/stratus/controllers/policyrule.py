@@ -12,21 +12,18 @@ from __future__ import annotations
 import kopf
 from kubernetes.client.rest import ApiException
 
+from ..api.policyrule import ClusterPolicyRule, PolicyRule
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import policy
 from ..core.compute import owner_reference
 from ..core.conditions import set_condition
-from ..drivers import identity as k8s
 from ..drivers import kube
+
+MODELS = {"policyrules": PolicyRule, "clusterpolicyrules": ClusterPolicyRule}
 
 
 def _flavors() -> list[dict]:
-    try:
-        return kube.custom().list_cluster_custom_object(GROUP, VERSION, "flavors").get("items") or []
-    except ApiException as exc:
-        if exc.status == 404:
-            return []
-        raise
+    return kube.list_(API_VERSION, "flavors")
 
 
 def _api_message(exc: ApiException) -> str:
@@ -39,6 +36,7 @@ def _api_message(exc: ApiException) -> str:
 
 
 def sync_rule(body: dict, plural: str) -> None:
+    MODELS[plural].model_validate(body)
     meta = body["metadata"]
     namespace = meta.get("namespace")
     generation = meta.get("generation", 0)
@@ -51,8 +49,8 @@ def sync_rule(body: dict, plural: str) -> None:
 
     try:
         vap, binding, expression = policy.compile_rule(spec, meta["name"], namespace, _flavors(), owner)
-        k8s.apply(vap)
-        k8s.apply(binding)
+        kube.apply(vap)
+        kube.apply(binding)
     except policy.InvalidRule as exc:
         status(phase="Invalid", conditions=set_condition(conditions, "Ready", False, "InvalidRule", f"{exc}; fix the rule", generation))
         return
@@ -73,8 +71,8 @@ def sync_rule(body: dict, plural: str) -> None:
 def remove_rule(body: dict) -> None:
     meta = body["metadata"]
     name = policy.policy_name(meta["name"], meta.get("namespace"))
-    k8s.delete(policy.ADMISSION, "validatingadmissionpolicybindings", name)
-    k8s.delete(policy.ADMISSION, "validatingadmissionpolicies", name)
+    kube.delete(policy.ADMISSION, "validatingadmissionpolicybindings", name, propagation="Background")
+    kube.delete(policy.ADMISSION, "validatingadmissionpolicies", name, propagation="Background")
 
 
 @kopf.on.resume(GROUP, VERSION, "policyrules")
@@ -103,7 +101,7 @@ def flavor_changed(type, **_) -> None:
     if type is None:  # the initial listing; resume handlers compile every rule anyway
         return
     for plural in ("policyrules", "clusterpolicyrules"):
-        for rule in kube.custom().list_cluster_custom_object(GROUP, VERSION, plural).get("items") or []:
+        for rule in kube.list_(API_VERSION, plural):
             template = (rule.get("spec") or {}).get("template") or {}
             if template.get("name") == "MaxFlavor" and not rule["metadata"].get("deletionTimestamp"):
                 sync_rule(rule, plural)

@@ -27,8 +27,8 @@ from ..api.registry import API_VERSION, GROUP, VERSION
 from ..core import identity
 from ..core.compute import owner_reference
 from ..core.conditions import set_condition
-from ..drivers import identity as k8s
 from ..drivers import kube
+from ..drivers.identity import stratus_plurals, stratus_resources
 
 PROJECT_LABEL = identity.PROJECT_LABEL
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -40,14 +40,11 @@ def namespace_for(project: Project) -> str:
 
 
 def _status(body: dict, **fields) -> None:
-    old = body.get("status") or {}
-    changed = {k: v for k, v in fields.items() if old.get(k) != v}
-    if changed:
-        kube.patch_status(API_VERSION, "projects", body["metadata"]["name"], changed)
+    kube.write_status(body, "projects", fields)
 
 
 def _plurals() -> dict[str, str]:
-    return k8s.stratus_plurals(API_VERSION)
+    return stratus_plurals(API_VERSION)
 
 
 @kopf.on.resume(GROUP, VERSION, "projects")
@@ -73,20 +70,20 @@ def reconcile_project(body, logger, **_) -> None:
     owner = owner_reference(body)
     quota = spec.get("quota") or {}
     plurals = _plurals()
-    k8s.apply(identity.namespace_object(name, ns_name, owner, quota))
+    kube.apply(identity.namespace_object(name, ns_name, owner, quota))
 
     wanted, unwanted = identity.role_bindings(name, ns_name, spec.get("members") or [], project.spec.enabled, owner)
     for rb in wanted:
-        k8s.apply(rb)
+        kube.apply(rb)
     for rb_name in unwanted:
-        k8s.delete(RBAC, "rolebindings", rb_name, ns_name)
+        kube.delete(RBAC, "rolebindings", rb_name, ns_name, propagation="Background")
 
     rq = identity.resource_quota(name, ns_name, owner, quota, plurals)
     rq_status = None
     if rq:
-        rq_status = k8s.apply(rq).get("status")
+        rq_status = kube.apply(rq).get("status")
     else:
-        k8s.delete("v1", "resourcequotas", identity.QUOTA_NAME, ns_name)
+        kube.delete("v1", "resourcequotas", identity.QUOTA_NAME, ns_name, propagation="Background")
 
     members = len(project.spec.members) if project.spec.enabled else 0
     if project.spec.enabled:
@@ -125,10 +122,10 @@ def quota_changed(body, labels, type, **_) -> None:
 def _remaining(namespace: str) -> list[tuple[str, str, str, bool]]:
     """(kind, plural, name, deleting) of every Stratus object left in the namespace."""
     out = []
-    for res in k8s.stratus_resources(API_VERSION):
+    for res in stratus_resources(API_VERSION):
         if not res.get("namespaced") or "delete" not in res.get("verbs", []):
             continue
-        for obj in k8s.list_(API_VERSION, res["name"], namespace):
+        for obj in kube.list_(API_VERSION, res["name"], namespace):
             out.append((res["kind"], res["name"], obj["metadata"]["name"], bool(obj["metadata"].get("deletionTimestamp"))))
     return sorted(out)
 
@@ -146,7 +143,7 @@ def delete_project(body, logger, **_) -> None:
         return  # never created, or someone else's: nothing of ours to delete
     # 1. Members lose access first.
     for cluster_role in identity.CLUSTER_ROLES.values():
-        k8s.delete(RBAC, "rolebindings", cluster_role, ns_name)
+        kube.delete(RBAC, "rolebindings", cluster_role, ns_name, propagation="Background")
     # 2. Stratus objects, each with its own finalizers.
     left = _remaining(ns_name)
     if left:
@@ -160,7 +157,7 @@ def delete_project(body, logger, **_) -> None:
         raise kopf.TemporaryError(message, delay=DELETE_POLL)
     # 3. The namespace, once it holds no Stratus object.
     if ns["status"].get("phase") != "Terminating":
-        k8s.delete("v1", "namespaces", ns_name, uid=ns["metadata"]["uid"])
+        kube.delete("v1", "namespaces", ns_name, uid=ns["metadata"]["uid"], propagation="Background")
     message = f"Deleting namespace {ns_name}"
     _status(body, phase=ProjectPhase.TERMINATING.value, remaining=[f"Namespace/{ns_name}"],
             conditions=set_condition(conditions, "Ready", False, "DeletingNamespace", message, generation))

@@ -16,7 +16,6 @@ replica; kopf peering keeps it to one).
 
 from __future__ import annotations
 
-import collections
 import datetime
 import threading
 
@@ -25,22 +24,20 @@ import kopf
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..api.server import MIGRATE_ANNOTATION, REBOOT_ANNOTATION, Server
 from ..core import compute, quota
+from ..core import server_actions as actions
 from ..core.compute import SERVER_LABEL, DataVolumeDisk, FlavorSize, Observed, RootDisk
 from ..core.conditions import set_condition
-from ..core.volumes import claim_name as volume_claim_name
+from ..core.locks import KeyedLocks
 from ..core.quantity import parse_bytes
+from ..core.volumes import claim_name as volume_claim_name
 from ..drivers import kube
-from .status import write_status
 from ..drivers import kubevirt as kv
+from .status import write_status
 
 KUBEVIRT = compute.KUBEVIRT_API
 CDI = "cdi.kubevirt.io/v1beta1"
 RETRY_MISSING_DEPENDENCY = 10
 RETRY_QUOTA = 15
-#: The reboot annotation's value while the VM is being stopped.
-REBOOT_STOPPING = "stopping"
-#: Its value while the VM is being stopped for a rebuild.
-REBUILD_STOPPING = "rebuilding"
 PROJECT_LABEL = "stratus.dev/project"
 #: Reasons the spec handler sets before a VM exists; child events leave them alone.
 ADMISSION_REASONS = ("FlavorNotFound", "FlavorInvalid", "FlavorNotAllowed", "KeyPairNotFound", "KeyPairInvalid", "ImageNotFound",
@@ -88,28 +85,38 @@ def observe(namespace: str, name: str, body: dict | None = None) -> Observed:
     if mig_name:
         migration = kube.get(KUBEVIRT, "virtualmachineinstancemigrations", mig_name, namespace)
     stopping = ((body or {}).get("metadata", {}).get("annotations") or {}).get(REBOOT_ANNOTATION)
-    action = {REBOOT_STOPPING: "reboot", REBUILD_STOPPING: "rebuild"}.get(stopping, "")
-    return Observed(vm=vm, vmi=vmi, launcher_pod=pod, root_data_volume=root_dv, migration=migration, action=action)
+    return Observed(vm=vm, vmi=vmi, launcher_pod=pod, root_data_volume=root_dv, migration=migration,
+                    action=actions.action_of(stopping))
+
+
+def _carry_out(body: dict, namespace: str, name: str, step: actions.Step) -> dict:
+    """Write the step's annotation and post its Event; returns the Server as written."""
+    if step.annotation is not actions.UNCHANGED:
+        body = kube.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: step.annotation}}},
+                          namespace) or body
+    if step.event:
+        _event(body, *step.event)
+    return body
 
 
 def _follow_power(namespace: str, name: str, body: dict, observed: Observed) -> bool:
     """Second halves of actions, on every look: pause/unpause a running VMI to match
     powerState, and finish a reboot once the old VMI is gone. True when it acted."""
     vmi = observed.vmi
-    if observed.action and vmi is None:
-        kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
-        fresh = kube.get(API_VERSION, "servers", name, namespace)
+    annotation = (body["metadata"].get("annotations") or {}).get(REBOOT_ANNOTATION)
+    step = actions.on_vm_observed(annotation, vmi is not None)
+    if step.effect is actions.Effect.START:
+        fresh = kube.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}},
+                           namespace)
         if fresh:
-            _event(fresh, "Normal", "Rebooted" if observed.action == "reboot" else "Rebuilt",
-                   "The virtual machine was stopped; starting it again"
-                   + (" from its new root disk" if observed.action == "rebuild" else ""))
+            _event(fresh, *step.event)
             _sync(fresh, namespace, name, None)
         return True
     current_root = compute.vm_root_data_volume(observed.vm)
     if current_root and vmi and (vmi.get("status") or {}).get("phase") == "Running" \
             and (body.get("status") or {}).get("rootDisk") != current_root:
         # ACTIVE on the current root disk: retire the root disks of earlier images.
-        for dv in kv.list_custom(CDI, "datavolumes", namespace, f"{SERVER_LABEL}={name}"):
+        for dv in kube.list_(CDI, "datavolumes", namespace, f"{SERVER_LABEL}={name}"):
             if dv["metadata"]["name"] != current_root:
                 kube.delete(CDI, "datavolumes", dv["metadata"]["name"], namespace)
         kube.patch_status(API_VERSION, "servers", name, {"rootDisk": current_root}, namespace)
@@ -119,13 +126,15 @@ def _follow_power(namespace: str, name: str, body: dict, observed: Observed) -> 
         requested = ((vmi["metadata"].get("annotations") or {}).get(kv.STANDIN_PAUSE_ANNOTATION) == "true")
         # Where the subresource is served, repeat the (idempotent) call until the VMI
         # says so; on the stand-ins, set the annotation once.
-        if wants != paused and (requested != wants or kv.has_resource(kv.SUBRESOURCES, "virtualmachineinstances/pause")):
+        if wants != paused and (requested != wants or kv.can("pause")):
             kv.set_paused(namespace, name, wants)
     return False
 
 
-_locks: dict[tuple[str, str], threading.RLock] = collections.defaultdict(threading.RLock)
-_namespace_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+#: Per Server (re-entrant: a sync may run inside a refresh) and per namespace (quota
+#: admission); each lock lives only while it is held or awaited.
+_locks = KeyedLocks(threading.RLock)
+_namespace_locks = KeyedLocks(threading.Lock)
 
 
 _waiting: dict[tuple[str, str], int] = {}  # Servers with a refresh waiting for their lock
@@ -186,7 +195,7 @@ def project_quota(namespace: str) -> dict | None:
 
 def _usage(namespace: str, exclude: str) -> quota.Usage:
     used = quota.Usage()
-    for vm in kv.list_custom(KUBEVIRT, "virtualmachines", namespace, SERVER_LABEL):
+    for vm in kube.list_(KUBEVIRT, "virtualmachines", namespace, SERVER_LABEL):
         if vm["metadata"]["name"] == exclude or vm["metadata"].get("deletionTimestamp"):
             continue
         vcpus, mem = compute.vm_size(vm)
@@ -259,7 +268,7 @@ def volumes_of(namespace: str, server: str) -> list[dict]:
     index = _indices.get("volumes_by_server")
     if index is None:  # not captured yet: ask the API server
         out = []
-        for vol in kv.list_custom(API_VERSION, "volumes", namespace):
+        for vol in kube.list_(API_VERSION, "volumes", namespace):
             spec, st = vol.get("spec") or {}, vol.get("status") or {}
             if server in (spec.get("attachTo"), (st.get("attachment") or {}).get("server")):
                 out.append({"volume": vol["metadata"]["name"], "claimName": st.get("claimName") or "",
@@ -272,7 +281,7 @@ def volumes_of(namespace: str, server: str) -> list[dict]:
 def boot_server_of(namespace: str, volume: str) -> str:
     index = _indices.get("servers_by_boot_volume")
     if index is None:
-        for srv in kv.list_custom(API_VERSION, "servers", namespace):
+        for srv in kube.list_(API_VERSION, "servers", namespace):
             if (srv.get("spec") or {}).get("bootVolume") == volume:
                 return srv["metadata"]["name"]
         return ""
@@ -334,15 +343,13 @@ def _sync(body: dict, namespace: str, name: str, logger) -> None:
         policy = group["spec"]["policy"]
     root = _root_disk(server, namespace, size)
     stopping = (body["metadata"].get("annotations") or {}).get(REBOOT_ANNOTATION)
-    existing_root = compute.vm_root_data_volume(kube.get(KUBEVIRT, "virtualmachines", name, namespace)) if root.image_source else ""
-    if existing_root and existing_root != compute.root_disk_name(name, server.spec.image or "") and stopping is None \
-            and server.spec.power_state.value != "Stopped":
-        # A rebuild: the new image's root disk needs a fresh start of the VM.
-        body = kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: REBUILD_STOPPING}}},
-                        namespace) or body
-        stopping = REBUILD_STOPPING
-        _event(body, "Normal", "Rebuilding", f"Rebuilding from image {server.spec.image!r}: stopping the virtual machine")
-    halt = stopping in (REBOOT_STOPPING, REBUILD_STOPPING)
+    current_root = compute.vm_root_data_volume(kube.get(KUBEVIRT, "virtualmachines", name, namespace)) if root.image_source else ""
+    step = actions.on_sync(stopping, current_root, compute.root_disk_name(name, server.spec.image or ""),
+                           server.spec.power_state.value, server.spec.image or "")
+    if step.effect is actions.Effect.STOP:
+        body = _carry_out(body, namespace, name, step)
+        stopping = step.annotation
+    halt = actions.halted(stopping)
     vm = compute.server_to_virtual_machine(body, size, public_key, root=root, volumes=_attached(namespace, name),
                                            group_policy=policy, halt=halt)
     with _namespace_locks[namespace]:
@@ -398,19 +405,18 @@ def migrate_server(name, namespace, logger, **kwargs) -> None:
         if target is None:
             return
         phase = (body.get("status") or {}).get("phase")
-        if phase not in ("ACTIVE", "PAUSED"):
-            _event(body, "Warning", "MigrationRefused", f"Live migration needs an ACTIVE server; it is {phase}. "
-                                                        "The request was dropped: annotate again once it is ACTIVE")
+        if not actions.can_act(phase):
+            _event(body, *actions.refusal("Migration", phase))
         else:
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
             mig = compute.migration_object(name, namespace, f"{name}-migrate-{stamp}", target or None)
             mig["metadata"]["ownerReferences"] = [compute.owner_reference(body, controller=False)]
-            kv.create_custom(mig, "virtualmachineinstancemigrations")
+            kube.create(mig, "virtualmachineinstancemigrations")
             kube.patch_status(API_VERSION, "servers", name, {"migration": mig["metadata"]["name"]}, namespace)
             _event(body, "Normal", "MigrationStarted", f"Live migration {mig['metadata']['name']} started"
                    + (f" to node {target}" if target else ""))
             logger.info("migration %s created", mig["metadata"]["name"])
-        kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {MIGRATE_ANNOTATION: None}}}, namespace)
+        kube.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {MIGRATE_ANNOTATION: None}}}, namespace)
         _refresh_status(namespace, name)
 
 
@@ -423,26 +429,17 @@ def reboot_server(name, namespace, logger, **kwargs) -> None:
         if not body or body["metadata"].get("deletionTimestamp"):
             return
         kind = (body["metadata"].get("annotations") or {}).get(REBOOT_ANNOTATION)
-        if kind not in ("soft", "hard"):
-            return  # in progress ("stopping", "rebuilding"), or removed
         phase = (body.get("status") or {}).get("phase")
-        if phase not in ("ACTIVE", "PAUSED"):
-            _event(body, "Warning", "RebootRefused", f"Reboot needs an ACTIVE server; it is {phase}. "
-                                                     "The request was dropped: annotate again once it is ACTIVE")
-            kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
-            return
-        if kind == "soft" and kv.soft_reboot(namespace, name):
-            _event(body, "Normal", "Rebooting", "Asked the guest to reboot (soft)")
-            kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: None}}}, namespace)
-            return
-        _event(body, "Normal", "Rebooting", f"Rebooting ({kind}): stopping the virtual machine, then starting it")
-        fresh = kv.patch(API_VERSION, "servers", name, {"metadata": {"annotations": {REBOOT_ANNOTATION: REBOOT_STOPPING}}},
-                         namespace)
-        logger.info("%s reboot: stopping the VM", kind)
-        try:
-            _sync(fresh, namespace, name, logger)
-        except Blocked as blocked:
-            _fail(fresh, blocked.reason, blocked.message)
+        step = actions.on_reboot_request(kind, phase, kind == "soft" and kv.can("softreboot"))
+        if step.effect is actions.Effect.SOFT_REBOOT:
+            kv.soft_reboot(namespace, name)
+        fresh = _carry_out(body, namespace, name, step)
+        if step.effect is actions.Effect.STOP:
+            logger.info("%s reboot: stopping the VM", kind)
+            try:
+                _sync(fresh, namespace, name, logger)
+            except Blocked as blocked:
+                _fail(fresh, blocked.reason, blocked.message)
 
 
 @kopf.on.delete(GROUP, VERSION, "servers")
@@ -457,7 +454,7 @@ def delete_server(body, name, namespace, logger, **kwargs) -> None:
     # Detach first (as Nova does): the volumes outlive the server and become available.
     for vol in volumes_of(namespace, name):
         if vol["attachTo"] == name:
-            patched = kv.patch(API_VERSION, "volumes", vol["volume"], {"spec": {"attachTo": None}}, namespace)
+            patched = kube.patch(API_VERSION, "volumes", vol["volume"], {"spec": {"attachTo": None}}, namespace)
             if patched:
                 _event(patched, "Normal", "Detached", f"Detached because server {name} is being deleted")
     if kube.get(KUBEVIRT, "virtualmachines", name, namespace) is not None:

@@ -6,16 +6,17 @@ from __future__ import annotations
 import kopf
 
 from ..api.registry import API_VERSION, GROUP, VERSION
+from ..api.servergroup import ServerGroup
 from ..core.conditions import set_condition
 from ..drivers import kube
-from ..drivers import kubevirt as kv
 
 
 def refresh_group(namespace: str, name: str) -> None:
     body = kube.get(API_VERSION, "servergroups", name, namespace)
     if not body or body["metadata"].get("deletionTimestamp"):
         return
-    members = sorted((s for s in kv.list_custom(API_VERSION, "servers", namespace)
+    group = ServerGroup.model_validate(body)
+    members = sorted((s for s in kube.list_(API_VERSION, "servers", namespace)
                      if (s.get("spec") or {}).get("serverGroup") == name and not s["metadata"].get("deletionTimestamp")),
                      key=lambda s: s["metadata"]["name"])
     names = [s["metadata"]["name"] for s in members]
@@ -28,10 +29,9 @@ def refresh_group(namespace: str, name: str) -> None:
         "phase": "Available",
         "observedGeneration": generation,
         "conditions": set_condition(old.get("conditions"), "Ready", True, "Available",
-                                    f"Policy {body['spec']['policy']} applies to {len(names)} server(s)", generation),
+                                    f"Policy {group.spec.policy.value} applies to {len(names)} server(s)", generation),
     }
-    if any(old.get(k) != v for k, v in status.items()):
-        kube.patch_status(API_VERSION, "servergroups", name, status, namespace)
+    kube.write_status(body, "servergroups", status)
 
 
 @kopf.on.resume(GROUP, VERSION, "servergroups")

@@ -21,17 +21,9 @@ PEERING_NAME = "stratus"
 
 def ensure_peering(name: str = PEERING_NAME) -> None:
     """Create the cluster-wide peering object if it is missing (kopf needs it to exist)."""
-    from kubernetes.client.rest import ApiException
-
     from ..drivers import kube
 
-    try:
-        kube.custom().create_cluster_custom_object(
-            "kopf.dev", "v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-        )
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    kube.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}, "clusterkopfpeerings")
 
 
 @kopf.on.startup()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 import kopf
-from kubernetes.client.rest import ApiException
 
 from ..api.registry import API_VERSION, GROUP, VERSION
 from ..api.volume import Volume
@@ -24,9 +23,9 @@ from ..core import volumes
 from ..core.conditions import set_condition
 from ..core.quantity import parse_bytes
 from ..drivers import kube
-from .status import write_status
 from ..drivers import kubevirt as kv
 from . import server as server_ctl
+from .status import write_status
 
 RETRY = 5
 REKICK = 10
@@ -53,7 +52,7 @@ def volume_type(name: str | None) -> tuple[str, dict]:
             raise Waiting("error", "VolumeTypeNotFound", f"VolumeType {name!r} does not exist; create it or set "
                                                           "spec.volumeType to an existing one (kubectl get volumetypes)")
         return name, vt["spec"]
-    defaults = sorted((vt for vt in kv.list_custom(API_VERSION, "volumetypes") if vt["spec"].get("default")),
+    defaults = sorted((vt for vt in kube.list_(API_VERSION, "volumetypes") if vt["spec"].get("default")),
                       key=lambda vt: vt["metadata"]["name"])
     if not defaults:
         raise Waiting("error", "VolumeTypeNotFound", "No VolumeType is marked default; set spec.volumeType "
@@ -65,7 +64,7 @@ def _ensure_claim(body: dict, vtype: dict, namespace: str) -> dict | None:
     """Create the claim when it does not exist yet; return the PVC (None until it exists)."""
     name, spec = body["metadata"]["name"], body["spec"]
     claim = volumes.claim_name(name)
-    pvc = kv.get_pvc(claim, namespace)
+    pvc = kube.get("v1", "persistentvolumeclaims", claim, namespace)
     if pvc is not None:
         return pvc
     source = spec.get("source") or {}
@@ -101,8 +100,8 @@ def _ensure_claim(body: dict, vtype: dict, namespace: str) -> dict | None:
         if parse_bytes(src["spec"]["size"]) > parse_bytes(spec["size"]):
             raise Waiting("error", "SizeTooSmall", f"Volume {source['volume']!r} is {src['spec']['size']}; raise spec.size")
         data_source = volumes.clone_data_source(src["status"]["claimName"])
-    kv.apply_pvc(volumes.volume_to_claim(body, vtype, data_source))
-    return kv.get_pvc(claim, namespace)
+    kube.apply(volumes.volume_to_claim(body, vtype, data_source))
+    return kube.get("v1", "persistentvolumeclaims", claim, namespace)
 
 
 def _boot_server(namespace: str, volume: str) -> str:
@@ -133,19 +132,20 @@ def sync_volume(namespace: str, name: str, kick_servers: bool = True) -> None:
         status["volumeType"] = vtype_name
         pvc = None if body["metadata"].get("deletionTimestamp") else _ensure_claim(body, vtype, namespace)
         if pvc is None:
-            pvc = kv.get_pvc(volumes.claim_name(name), namespace)
+            pvc = kube.get("v1", "persistentvolumeclaims", volumes.claim_name(name), namespace)
         if pvc is not None:
             status["claimName"] = pvc["metadata"]["name"]
             status["size"] = ((pvc.get("status") or {}).get("capacity") or {}).get("storage", "")
             requested = ((pvc.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage", "")
             if requested and parse_bytes(body["spec"]["size"]) > parse_bytes(requested):
-                sc = kv.get_storage_class(vtype["storageClassName"]) or {}
+                sc = kube.get("storage.k8s.io/v1", "storageclasses", vtype["storageClassName"]) or {}
                 if not vtype.get("allowExpansion") or not sc.get("allowVolumeExpansion"):
                     raise Waiting("error", "ExpansionNotSupported",
                                   f"VolumeType {vtype_name!r} does not allow expansion; set spec.size back to {requested} "
                                   "or copy the data to a volume of an expandable type")
-                kv.resize_pvc(pvc["metadata"]["name"], namespace, body["spec"]["size"])
-                pvc = kv.get_pvc(pvc["metadata"]["name"], namespace)
+                kube.patch("v1", "persistentvolumeclaims", pvc["metadata"]["name"],
+                           {"spec": {"resources": {"requests": {"storage": body["spec"]["size"]}}}}, namespace)
+                pvc = kube.get("v1", "persistentvolumeclaims", pvc["metadata"]["name"], namespace)
         wanted = body["spec"].get("attachTo") or ""
         boot_server = _boot_server(namespace, name)
         previous = (old.get("attachment") or {}).get("server", "")
@@ -216,7 +216,7 @@ def delete_volume(body, name, namespace, logger, **kwargs) -> None:
     boot = _boot_server(namespace, name)
     if boot:
         users.append(f"server {boot} boots from it (delete that server first)")
-    snaps = [s["metadata"]["name"] for s in kv.list_custom(API_VERSION, "blocksnapshots", namespace)
+    snaps = [s["metadata"]["name"] for s in kube.list_(API_VERSION, "blocksnapshots", namespace)
              if s["spec"].get("volume") == name]
     if snaps:
         users.append(f"it has snapshots {', '.join(sorted(snaps))} (delete them first)")
@@ -235,11 +235,7 @@ def delete_volume(body, name, namespace, logger, **kwargs) -> None:
         (body.get("status") or {}).get("conditions"), "Ready", False, "Deleting", "Deleting the storage", generation)})
     claim = volumes.claim_name(name)
     kube.delete(volumes.CDI_API, "datavolumes", claim, namespace)
-    try:
-        kube.core().delete_namespaced_persistent_volume_claim(claim, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    kube.delete("v1", "persistentvolumeclaims", claim, namespace, propagation="Background")
     logger.info("claim %s deleted", claim)
 
 

@@ -9,7 +9,6 @@ from ..api.registry import GROUP, VERSION
 from ..api.volumetype import VolumeType
 from ..core.conditions import set_condition
 from ..drivers import kube
-from ..drivers import kubevirt as kv
 
 
 @kopf.on.resume(GROUP, VERSION, "volumetypes")
@@ -20,7 +19,7 @@ def reconcile_volume_type(body, patch, **_) -> None:
     vt = VolumeType.model_validate(kube.plain(body))
     generation = body["metadata"].get("generation", 0)
     conditions = (body.get("status") or {}).get("conditions")
-    sc = kv.get_storage_class(vt.spec.storage_class_name)
+    sc = kube.get("storage.k8s.io/v1", "storageclasses", vt.spec.storage_class_name)
     if sc is None:
         phase, ready, reason, message = "StorageClassNotFound", False, "StorageClassNotFound", (
             f"StorageClass {vt.spec.storage_class_name!r} does not exist; create it or fix spec.storageClassName")

@@ -17,8 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 
-import kubernetes
-
 from . import kube
 
 TTL = 10.0
@@ -74,15 +72,12 @@ def authenticate(token: str, audiences: list[str] | None = None) -> Caller | Non
     cached, hit = _tokens.get(key)
     if hit:
         return cached
-    api = kubernetes.client.AuthenticationV1Api(kube.api_client())
-    spec = {"token": token, **({"audiences": audiences} if audiences else {})}
-    status = api.create_token_review({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                      "spec": spec}).status
+    status = kube.review_token(token, audiences)
     caller = None
-    if status and status.authenticated and status.user:
-        u = status.user
-        caller = Caller(u.username, u.uid or "", tuple(u.groups or ()),
-                        tuple(sorted((k, tuple(v)) for k, v in (u.extra or {}).items())))
+    u = status.get("user") or {}
+    if status.get("authenticated") and u:
+        caller = Caller(u.get("username", ""), u.get("uid") or "", tuple(u.get("groups") or ()),
+                        tuple(sorted((k, tuple(v)) for k, v in (u.get("extra") or {}).items())))
     _tokens.put(key, caller)
     return caller
 
@@ -100,11 +95,8 @@ def allowed(caller: Caller, verb: str, *, path: str | None = None, group: str = 
     cached, hit = _decisions.get(key)
     if hit:
         return cached
-    api = kubernetes.client.AuthorizationV1Api(kube.api_client())
     spec = {"user": caller.username, "uid": caller.uid, "groups": list(caller.groups),
             "extra": {k: list(v) for k, v in caller.extra}, **attributes}
-    status = api.create_subject_access_review({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                                              "spec": spec}).status
-    decision = bool(status and status.allowed)
+    decision = bool(kube.review_access(spec).get("allowed"))
     _decisions.put(key, decision)
     return decision

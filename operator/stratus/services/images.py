@@ -44,11 +44,19 @@ import logging
 import os
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from ..api.registry import API_VERSION, GROUP
+from ..core.image import visible_to
+from ..drivers import kube, stores
+
 log = logging.getLogger(__name__)
 
+#: (namespace, name, chunks, total) -> (HTTP status, reason, message): stores an upload.
+Upload = Callable[[str, str, Iterator[bytes], "int | None"], "tuple[int, str, str]"]
+UPLOAD = web.AppKey("upload", Callable)
 URL_TTL = int(os.environ.get("STRATUS_IMAGE_URL_TTL", str(7 * 24 * 3600)))
 CHUNK = 1024 * 1024
 _state: dict[str, str] = {}
@@ -127,15 +135,7 @@ def image_url(namespace: str, name: str) -> str:
 
 
 def _signing_key() -> bytes:
-    from ..controllers.bucket import admin_credentials
-    from ..controllers.image import IMAGE_CLASS
-    from ..drivers import kube
-    from ..api.registry import API_VERSION
-
-    cls = kube.get(API_VERSION, "bucketclasses", IMAGE_CLASS)
-    if cls is None:
-        raise PermissionError("image store not configured")
-    return derive_key(admin_credentials(cls).secret_key)
+    return derive_key(stores.image_signing_secret())
 
 
 def signed_url(namespace: str, name: str, uid: str, now: float | None = None) -> str:
@@ -157,17 +157,11 @@ def needs_resign(url: str, namespace: str, name: str, now: float | None = None) 
 
 
 def _authenticate(token: str) -> tuple[str, list[str]] | None:
-    import kubernetes
-
-    from ..drivers import kube
-
-    api = kubernetes.client.AuthenticationV1Api(kube.api_client())
-    review = api.create_token_review({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                      "spec": {"token": token}})
-    status = review.status
-    if not status or not status.authenticated or not status.user:
+    status = kube.review_token(token)
+    user = status.get("user") or {}
+    if not status.get("authenticated") or not user:
         return None
-    return status.user.username, list(status.user.groups or [])
+    return user.get("username", ""), list(user.get("groups") or [])
 
 
 def _may_get_images(user: str, groups: list[str], namespace: str, name: str | None) -> bool:
@@ -175,22 +169,14 @@ def _may_get_images(user: str, groups: list[str], namespace: str, name: str | No
 
 
 def _may(user: str, groups: list[str], namespace: str, name: str | None, verb: str) -> bool:
-    import kubernetes
-
-    from ..drivers import kube
-
-    api = kubernetes.client.AuthorizationV1Api(kube.api_client())
-    attrs = {"namespace": namespace, "verb": verb, "group": "stratus.dev", "resource": "images"}
+    attrs = {"namespace": namespace, "verb": verb, "group": GROUP, "resource": "images"}
     if name:
         attrs["name"] = name
-    review = api.create_subject_access_review({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                                              "spec": {"user": user, "groups": groups, "resourceAttributes": attrs}})
-    return bool(review.status and review.status.allowed)
+    spec = {"user": user, "groups": groups, "resourceAttributes": attrs}
+    return bool(kube.review_access(spec).get("allowed"))
 
 
 def authorized(user: str, groups: list[str], image: dict) -> bool:
-    from ..core.image import visible_to
-
     spec, meta = image["spec"], image["metadata"]
     if spec.get("visibility") == "public":
         return True
@@ -208,9 +194,6 @@ def authorized(user: str, groups: list[str], image: dict) -> bool:
 
 
 def _get_image(namespace: str, name: str) -> dict | None:
-    from ..api.registry import API_VERSION
-    from ..drivers import kube
-
     return kube.get(API_VERSION, "images", name, namespace)
 
 
@@ -262,9 +245,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(status=code, headers=headers)
 
-    from ..controllers.image import image_store
-
-    store = await asyncio.to_thread(image_store)
+    store = await asyncio.to_thread(stores.image_store)
     url = await asyncio.to_thread(store.presigned_get_url, status["location"]["bucket"], status["location"]["key"], expires_in=300)
     upstream_headers = {"Range": f"bytes={first}-{last}"} if rng else {}
     async with ClientSession(timeout=ClientTimeout(total=None, sock_read=60)) as session:
@@ -301,32 +282,38 @@ async def image_upload(request: web.Request) -> web.Response:
                 return
             yield chunk
 
-    from ..controllers.image import run_upload
-
     total = request.content_length
-    code, reason, message = await asyncio.to_thread(run_upload, namespace, name, chunks(), total)
+    code, reason, message = await asyncio.to_thread(request.app[UPLOAD], namespace, name, chunks(), total)
     return web.json_response({"reason": reason, "message": message}, status=code)
+
+
+def _no_uploads(namespace: str, name: str, chunks, total: int | None) -> tuple[int, str, str]:
+    return 503, "UploadsUnavailable", "this image service takes no uploads"
 
 
 async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def make_app() -> web.Application:
+def make_app(upload: Upload | None = None) -> web.Application:
+    """The service's routes. ``upload`` stores the bytes of an upload Image (the Image
+    controller's ``run_upload``, handed in by whoever starts the service, so that this
+    module needs no controller); without it uploads are refused."""
     app = web.Application()
+    app[UPLOAD] = upload or _no_uploads
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v2/images/{namespace}/{name}/file", image_file)
     app.router.add_put("/v2/images/{namespace}/{name}/file", image_upload)
     return app
 
 
-async def start_from_env(logger=log) -> web.AppRunner | None:
+async def start_from_env(logger=log, upload: Upload | None = None) -> web.AppRunner | None:
     host = os.environ.get("STRATUS_IMAGE_SERVICE_HOST", "127.0.0.1")
     port = int(os.environ.get("STRATUS_IMAGE_SERVICE_PORT", "0"))
     if port < 0:
         logger.info("image service disabled (STRATUS_IMAGE_SERVICE_PORT < 0)")
         return None
-    runner = web.AppRunner(make_app(), access_log=None)
+    runner = web.AppRunner(make_app(upload), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
