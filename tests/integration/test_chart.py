@@ -62,6 +62,14 @@ def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, nam
         dep = kube.apps.read_namespaced_deployment("stratus", release_ns)
         assert dep.status.available_replicas == 1
         sa = dep.spec.template.spec.service_account_name
+        # The dashboard runs beside it with a ServiceAccount that may only list Projects:
+        # everything else it does, it does with the signed-in user's token.
+        dash = kube.apps.read_namespaced_deployment("stratus-dashboard", release_ns)
+        dash_sa = f"system:serviceaccount:{release_ns}:{dash.spec.template.spec.service_account_name}"
+        assert kube.kubectl("auth", "can-i", "list", "projects.stratus.dev", "--as", dash_sa).stdout.strip() == "yes"
+        for verb, what in (("list", "servers.stratus.dev"), ("get", "secrets"), ("create", "servers.stratus.dev")):
+            assert kube.kubectl("auth", "can-i", verb, what, "-A", "--as", dash_sa).stdout.strip() == "no", (verb, what)
+        assert kube.core.read_namespaced_service("stratus-dashboard", release_ns).metadata.labels["stratus.dev/service"] == "dashboard"
         # Run the operator for real with the chart's ServiceAccount: a token from the
         # TokenRequest API and nothing else. The session operator steps aside meanwhile.
         token = kube.core.create_namespaced_service_account_token(

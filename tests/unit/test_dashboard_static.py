@@ -61,3 +61,22 @@ def test_scan_catches_what_it_should():
            '<script src="https://cdn.example/x.js"></script>']
     assert INLINE_HANDLER.search(bad[0]) and SCRIPT_TAG.search(bad[1]) and STYLE_ATTR.search(bad[2])
     assert JS_URL.search(bad[3]) and EXTERNAL.search(bad[4])
+
+
+def test_dashboard_never_imports_the_controllers():
+    import subprocess
+    import sys
+
+    code = ("import sys, stratus.services.dashboard, stratus.cli.dashboard; "
+            "print(sorted(m for m in sys.modules if m.startswith('stratus.controllers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_dashboard_command_is_registered():
+    from click.testing import CliRunner
+
+    from stratus.cli import main
+
+    res = CliRunner().invoke(main, ["dashboard", "--help"])
+    assert res.exit_code == 0 and "signed-in user" in res.output

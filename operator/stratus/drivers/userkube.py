@@ -121,15 +121,19 @@ class UserKube:
     async def request(self, method: str, url_path: str, body: t.Any = None, params: dict | None = None,
                       content_type: str = "application/json", timeout: float = 30) -> dict:
         data = None if body is None else json.dumps(body)
-        async with self.cluster.session().request(
-            method, self.cluster.host + url_path, data=data, params=params or None,
-            headers=self._headers(content_type if data is not None else None),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                raise KubeError.from_body(resp.status, text)
-            return json.loads(text) if text else {}
+        try:
+            async with self.cluster.session().request(
+                method, self.cluster.host + url_path, data=data, params=params or None,
+                headers=self._headers(content_type if data is not None else None),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise KubeError(503, f"The Kubernetes API server could not be reached ({type(exc).__name__}); try again shortly.",
+                            "ServiceUnavailable") from None
+        if resp.status >= 400:
+            raise KubeError.from_body(resp.status, text)
+        return json.loads(text) if text else {}
 
     # The verbs the pages use ----------------------------------------------------------
     async def list(self, plural: str, namespace: str | None = None, group: str = GROUP, version: str = VERSION,

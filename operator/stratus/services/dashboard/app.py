@@ -217,8 +217,8 @@ def create_app(settings: Settings) -> Starlette:
             who = await kube.whoami()
         except KubeError as exc:
             msg = "The API server did not accept this token (expired, revoked or not a token of this cluster)." \
-                if exc.code == 401 else f"The API server refused the sign-in: {exc.message}"
-            return await signin_page(request, msg, 401 if exc.code == 401 else 403)
+                if exc.code == 401 else f"The sign-in could not be checked: {exc.message}"
+            return await signin_page(request, msg, exc.code if exc.code in (401, 403, 503) else 502)
         candidates = [c for c in (service_account_namespace(who["username"]), cred.namespace) if c]
         if settings.discover:
             candidates += await run_in_threadpool(settings.discover, who["username"], who["groups"])
