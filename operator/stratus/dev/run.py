@@ -186,27 +186,14 @@ def start_dashboard(name: str) -> str:
     returns its URL. It knows the API server from the cluster's kubeconfig; users sign in
     with their own AccessToken kubeconfig."""
     pid_file, log_file = dashboard_files(name)
-    url = f"http://127.0.0.1:{DASHBOARD_PORT}/"
-    if _alive(pid_file):
-        log(f"dashboard already running (pid {pid_file.read_text().strip()}) on {url}")
-        return url
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name))}
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stratus", "dashboard", "--port", str(DASHBOARD_PORT)], env=env, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    pid_file.write_text(str(proc.pid))
-    log(f"dashboard started (pid {proc.pid}) on {url}; log: {log_file}")
-    return url
+    _start_background("dashboard", pid_file, log_file,
+                      [sys.executable, "-m", "stratus", "dashboard", "--port", str(DASHBOARD_PORT)], env)
+    return f"http://127.0.0.1:{DASHBOARD_PORT}/"
 
 
 def stop_dashboard(name: str) -> None:
-    pid_file, _ = dashboard_files(name)
-    if _alive(pid_file):
-        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        log("dashboard stopped")
-    pid_file.unlink(missing_ok=True)
+    _stop_background("dashboard", dashboard_files(name)[0])
 
 
 def operator_status(name: str) -> None:
