@@ -22,6 +22,7 @@ import pytest
 
 from .identity import *  # noqa: F401,F403  (fixtures)
 from .kube import wait_for
+from .test_images import image_store  # noqa: F401  (fixture: the image store on the session object store)
 
 pytestmark = pytest.mark.integration
 
@@ -373,3 +374,66 @@ def test_member_creates_attaches_extends_and_detaches_a_volume(kube, projects, d
     wait_for(lambda: not (kube.get("volumes", "data", a).get("status") or {}).get("attachment"), 60, what="detached")
     assert kube.get("volumes", "data", a)["spec"].get("attachTo") is None
     assert page.problems == []
+
+
+def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashboard, new_page, image_store, tmp_path):
+    import hashlib
+    import http.server
+    import threading
+
+    from .test_images import SlowHandler
+
+    alice = user("alice")
+    a = projects([{"name": alice, "role": "member"}])
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "256M"], check=True, capture_output=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x42 0 16M", str(disk)], check=True, capture_output=True)
+    data = disk.read_bytes()
+
+    class Slower(SlowHandler):
+        def do_GET(self):  # noqa: N802 - 64 KiB every 40 ms: about 10 s for the whole file
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(self.data), 65536):
+                    self.wfile.write(self.data[i:i + 65536])
+                    time.sleep(0.04)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    Slower.data = data
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slower)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = new_page()
+        sign_in(page, dashboard, access_token(kube, a, alice), a)
+        page.goto(f"{dashboard}/p/{a}/images")
+        page.fill("#name", "disk")
+        page.fill("#url", f"http://127.0.0.1:{server.server_address[1]}/disk.qcow2")
+        page.fill("#sha256", hashlib.sha256(data).hexdigest())
+        page.select_option("#diskFormat", "qcow2")
+        page.click("#image-form button[type=submit]")
+        page.wait_for_url(re.compile(rf"/p/{a}/images$"))
+        page.wait_for_selector('#images tbody[data-live-state="on"]')
+        # Record every percentage the page shows, as it shows it.
+        page.evaluate("""() => {
+            window.percents = [];
+            new MutationObserver(() => {
+                const pct = document.querySelector('#images tr[data-name="disk"] .pct');
+                if (pct) window.percents.push(pct.textContent);
+            }).observe(document.querySelector('#images tbody'), {childList: true, subtree: true});
+        }""")
+        page.evaluate("document.body.dataset.mark = 'importing'")
+        page.wait_for_function("document.querySelector('#images tr[data-name=\"disk\"] td.phase .badge')"
+                               "?.textContent === 'active'", timeout=120_000)
+        assert page.evaluate("document.body.dataset.mark") == "importing"
+        seen = [int(p.rstrip("%")) for p in page.evaluate("window.percents")]
+        assert any(0 < p < 100 for p in seen), seen  # a moving bar, not just 0 and done
+        assert seen == sorted(seen) and seen[-1] == 100
+        assert kube.get("images", "disk", a)["status"]["checksum"] == hashlib.sha256(data).hexdigest()
+        shot(page, "images")
+        assert page.problems == []
+    finally:
+        server.shutdown()
+        server.server_close()
