@@ -294,12 +294,20 @@ def create_app(settings: Settings) -> Starlette:
     SERVER_CHECKS = [("create", "servers"), ("patch", "servers"), ("delete", "servers")]
 
     async def servers_page(request, session, kube, ns, error="", status_code=200):
-        listing = await kube.list("servers", ns)
+        got = await gather_dict(servers=kube.list("servers", ns), flavors=kube.list("flavors"),
+                                images=kube.list("images", ns))
+        if isinstance(got["servers"], KubeError):
+            raise got["servers"]
+        listing = got["servers"]
         can = await permissions(session, ns, SERVER_CHECKS)
         items = sorted(listing["items"], key=lambda s: s["metadata"]["name"])
+
+        def names(key):
+            return [] if isinstance(got[key], KubeError) else sorted(o["metadata"]["name"] for o in got[key]["items"])
+
         return await render(request, "servers.html", session, status_code, ns=ns, can=can, error=error,
-                            servers=[present.server_row(s) for s in items],
-                            rv=listing["metadata"].get("resourceVersion", ""))
+                            servers=[present.server_row(s) for s in items], flavors=names("flavors"),
+                            images=names("images"), rv=listing["metadata"].get("resourceVersion", ""))
 
     @page
     async def servers(request, session, kube, form):
@@ -364,6 +372,11 @@ def create_app(settings: Settings) -> Starlette:
             else:
                 if action == "migrate" and form.get("node"):
                     change = {"metadata": {"annotations": {"stratus.dev/migrate": form["node"]}}}
+                elif action in ("resize", "rebuild"):
+                    field, value = ("flavor", form.get("flavor")) if action == "resize" else ("image", form.get("image"))
+                    if not value or not NAME_RE.match(value):
+                        return await servers_page(request, session, kube, ns, f"Choose the {field} to {action} to.", 422)
+                    change = {"spec": {field: value}}
                 await kube.patch("servers", name, change, ns)
         except KubeError as exc:
             if exc.code == 401:

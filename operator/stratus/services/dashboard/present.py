@@ -288,5 +288,7 @@ SERVER_ACTIONS: dict[str, t.Any] = {
     "reboot": {"metadata": {"annotations": {"stratus.dev/reboot": "hard"}}},
     "soft-reboot": {"metadata": {"annotations": {"stratus.dev/reboot": "soft"}}},
     "migrate": {"metadata": {"annotations": {"stratus.dev/migrate": ""}}},
+    "resize": "spec.flavor",   # the form names the new flavor
+    "rebuild": "spec.image",   # the form names the image
     "delete": "delete",
 }
