@@ -9,6 +9,7 @@ Screenshots of the main pages go to docs/screenshots/ (linked from the README).
 from __future__ import annotations
 
 import base64
+import html
 import os
 import pathlib
 import re
@@ -19,6 +20,7 @@ import urllib.request
 import uuid
 
 import pytest
+from playwright.sync_api import expect
 
 from .identity import *  # noqa: F401,F403  (fixtures)
 from .kube import wait_for
@@ -171,8 +173,7 @@ def test_member_launches_a_server_and_sees_it_become_active_live(kube, projects,
     page.wait_for_selector('#servers tbody[data-live-state="on"]')
     # Mark this document: if the page reloaded, the mark would be gone.
     page.evaluate("document.body.dataset.mark = 'same-page'")
-    page.wait_for_function("document.querySelector('#servers tr[data-name=\"web-1\"] td.phase .badge')"
-                           "?.textContent === 'ACTIVE'", timeout=90_000)
+    expect(phase_cell(page, "web-1")).to_have_text("ACTIVE", timeout=90_000)
     assert page.evaluate("document.body.dataset.mark") == "same-page"
     row = page.locator('#servers tr[data-name="web-1"]')
     node = row.locator("td.node").inner_text()
@@ -184,8 +185,7 @@ def test_member_launches_a_server_and_sees_it_become_active_live(kube, projects,
     row.locator('button[data-action="stop"]').click()
     page.wait_for_url(re.compile(rf"/p/{a}/servers$"))
     page.evaluate("document.body.dataset.mark = 'after-stop'")
-    page.wait_for_function("document.querySelector('#servers tr[data-name=\"web-1\"] td.phase .badge')"
-                           "?.textContent === 'SHUTOFF'", timeout=90_000)
+    expect(phase_cell(page, "web-1")).to_have_text("SHUTOFF", timeout=90_000)
     assert page.evaluate("document.body.dataset.mark") == "after-stop"
     assert kube.get("servers", "web-1", a)["spec"]["powerState"] == "Stopped"
     # A server another client creates appears without a reload too.
@@ -252,7 +252,7 @@ def test_member_of_one_project_sees_nothing_of_another(kube, projects, dashboard
     # And a change posted straight at B's URL, with a valid CSRF token, is the API server's to refuse.
     page.goto(f"{dashboard}/p/{a}/servers")
     r = page.request.post(f"{dashboard}/p/{b}/servers/secret-b/action", form={"action": "delete", "csrf": csrf_of(page)})
-    assert r.status == 403 and 'cannot delete resource "servers"' in r.text()
+    assert r.status == 403 and 'cannot delete resource "servers"' in html.unescape(r.text())
     assert kube.get("servers", "secret-b", b) is not None
     shot(page, "forbidden-other-project")
 
@@ -272,10 +272,10 @@ def test_reader_sees_no_action_buttons_and_is_refused_when_posting_anyway(kube, 
         page.goto(f"{dashboard}/p/{a}/{path}")
         assert page.locator("main form[method=post]").count() == 0, path
     r = page.request.post(f"{dashboard}/p/{a}/servers/shared/action", form={"action": "delete", "csrf": csrf_of(page)})
-    assert r.status == 403 and 'cannot delete resource "servers"' in r.text()
+    assert r.status == 403 and 'cannot delete resource "servers"' in html.unescape(r.text())
     r = page.request.post(f"{dashboard}/p/{a}/servers", form={"csrf": csrf_of(page), "name": "mine", "flavor": f,
                                                                 "source": "containerDisk", "containerDisk": CONTAINER_DISK})
-    assert r.status == 403 and 'cannot create resource "servers"' in r.text()
+    assert r.status == 403 and 'cannot create resource "servers"' in html.unescape(r.text())
     assert kube.get("servers", "shared", a) is not None and kube.get("servers", "mine", a) is None
 
 
@@ -287,7 +287,7 @@ def test_a_change_without_the_csrf_token_is_refused(kube, projects, dashboard, n
     page = new_page()
     sign_in(page, dashboard, access_token(kube, a, alice), a)
     r = page.request.post(f"{dashboard}/p/{a}/servers/keep/action", form={"action": "delete"})
-    assert r.status == 403 and "CSRF" in r.text()
+    assert r.status == 403 and "CSRF" in html.unescape(r.text())
     r = page.request.post(f"{dashboard}/p/{a}/servers/keep/action", form={"action": "delete", "csrf": "guess"})
     assert r.status == 403
     assert kube.get("servers", "keep", a)["metadata"].get("deletionTimestamp") is None
@@ -350,13 +350,13 @@ def test_member_creates_attaches_extends_and_detaches_a_volume(kube, projects, d
     page.wait_for_selector('#volumes tbody[data-live-state="on"]')
     page.evaluate("document.body.dataset.mark = 'volumes'")
     cell = '#volumes tr[data-name="data"]'
-    page.wait_for_function(f"document.querySelector('{cell} td.phase .badge')?.textContent === 'available'", timeout=60_000)
+    expect(page.locator(f"{cell} td.phase .badge")).to_have_text("available", timeout=60_000)
     wait_for(lambda: (kube.get("servers", "app", a).get("status") or {}).get("phase") == "ACTIVE", 60, what="app ACTIVE")
     page.fill(f'{cell} input[name=server]', "app")
     page.click(f'{cell} button[data-action="attach"]')
     page.wait_for_url(re.compile(rf"/p/{a}/volumes$"))
     page.evaluate("document.body.dataset.mark = 'attached'")
-    page.wait_for_function(f"document.querySelector('{cell} td.attached')?.textContent.trim() === 'app'", timeout=60_000)
+    expect(page.locator(f"{cell} td.attached")).to_have_text("app", timeout=60_000)
     assert page.evaluate("document.body.dataset.mark") == "attached"
     assert kube.get("volumes", "data", a)["status"]["attachment"]["server"] == "app"
     shot(page, "volumes")
@@ -425,8 +425,7 @@ def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashbo
             }).observe(document.querySelector('#images tbody'), {childList: true, subtree: true});
         }""")
         page.evaluate("document.body.dataset.mark = 'importing'")
-        page.wait_for_function("document.querySelector('#images tr[data-name=\"disk\"] td.phase .badge')"
-                               "?.textContent === 'active'", timeout=120_000)
+        expect(page.locator('#images tr[data-name="disk"] td.phase .badge')).to_have_text("active", timeout=120_000)
         assert page.evaluate("document.body.dataset.mark") == "importing"
         seen = [int(p.rstrip("%")) for p in page.evaluate("window.percents")]
         assert any(0 < p < 100 for p in seen), seen  # a moving bar, not just 0 and done

@@ -177,6 +177,17 @@ def create_app(settings: Settings) -> Starlette:
 
         return endpoint
 
+    async def refused(request, session, exc: KubeError, redisplay) -> Response:
+        """The page again with the API server's refusal on it; when the user may not even
+        read that page (another project), the refusal alone, with its own status."""
+        if exc.code == 401:
+            raise exc
+        try:
+            return await redisplay()
+        except KubeError:
+            return await render(request, "error.html", session, exc.code, title="The API server refused",
+                                message=exc.message, ns=request.path_params.get("ns", ""))
+
     def done(session: Session, message: str, target: str) -> Response:
         session.flash.append(("ok", message))
         return RedirectResponse(target, 303)
@@ -379,9 +390,8 @@ def create_app(settings: Settings) -> Starlette:
                     change = {"spec": {field: value}}
                 await kube.patch("servers", name, change, ns)
         except KubeError as exc:
-            if exc.code == 401:
-                raise
-            return await servers_page(request, session, kube, ns, exc.message, exc.code)
+            return await refused(request, session, exc,
+                                 lambda: servers_page(request, session, kube, ns, exc.message, exc.code))
         return done(session, f"{action.capitalize()} requested for server {name}.", f"/p/{ns}/servers")
 
     # --- live updates ---------------------------------------------------------------
@@ -479,11 +489,10 @@ def create_app(settings: Settings) -> Starlette:
                     await kube.create("keypairs", body, ns)
                     return done(session, f"Key pair {body['metadata']['name']} imported.", f"/p/{ns}/keypairs")
                 except KubeError as exc:
-                    if exc.code == 401:
-                        raise
                     errors = present.api_field_errors(exc.field_errors())
                     errors[""] = exc.message
-                    return await keypairs_page(request, session, kube, ns, form, errors, exc.code)
+                    return await refused(request, session, exc,
+                                         lambda: keypairs_page(request, session, kube, ns, form, errors, exc.code))
             return await keypairs_page(request, session, kube, ns, form, errors, 422)
         return await keypairs_page(request, session, kube, ns)
 
@@ -492,9 +501,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             await kube.delete(plural, name, ns)
         except KubeError as exc:
-            if exc.code == 401:
-                raise
-            return await redisplay(request, session, kube, ns, errors={"": exc.message}, status_code=exc.code)
+            return await refused(request, session, exc,
+                                 lambda: redisplay(request, session, kube, ns, errors={"": exc.message}, status_code=exc.code))
         return done(session, f"{label} {name} deleted.", f"/p/{ns}/{plural}")
 
     @page
@@ -530,11 +538,10 @@ def create_app(settings: Settings) -> Starlette:
                     await kube.create("volumes", body, ns)
                     return done(session, f"Volume {body['metadata']['name']} is being created.", f"/p/{ns}/volumes")
                 except KubeError as exc:
-                    if exc.code == 401:
-                        raise
                     errors = present.api_field_errors(exc.field_errors())
                     errors[""] = exc.message
-                    return await volumes_page(request, session, kube, ns, form, errors, exc.code)
+                    return await refused(request, session, exc,
+                                         lambda: volumes_page(request, session, kube, ns, form, errors, exc.code))
             return await volumes_page(request, session, kube, ns, form, errors, 422)
         return await volumes_page(request, session, kube, ns)
 
@@ -564,9 +571,8 @@ def create_app(settings: Settings) -> Starlette:
                 return await volumes_page(request, session, kube, ns, errors={"": f"Unknown action {action!r}."},
                                           status_code=400)
         except KubeError as exc:
-            if exc.code == 401:
-                raise
-            return await volumes_page(request, session, kube, ns, errors={"": exc.message}, status_code=exc.code)
+            return await refused(request, session, exc,
+                                 lambda: volumes_page(request, session, kube, ns, errors={"": exc.message}, status_code=exc.code))
         return done(session, f"{action.capitalize()} requested for volume {name}.", f"/p/{ns}/volumes")
 
     # --- images ---------------------------------------------------------------------
@@ -590,11 +596,10 @@ def create_app(settings: Settings) -> Starlette:
                     await kube.create("images", body, ns)
                     return done(session, f"Image {body['metadata']['name']} is being imported.", f"/p/{ns}/images")
                 except KubeError as exc:
-                    if exc.code == 401:
-                        raise
                     errors = present.api_field_errors(exc.field_errors())
                     errors[""] = exc.message
-                    return await images_page(request, session, kube, ns, form, errors, exc.code)
+                    return await refused(request, session, exc,
+                                         lambda: images_page(request, session, kube, ns, form, errors, exc.code))
             return await images_page(request, session, kube, ns, form, errors, 422)
         return await images_page(request, session, kube, ns)
 
@@ -625,11 +630,10 @@ def create_app(settings: Settings) -> Starlette:
                     await kube.create("buckets", body, ns)
                     return done(session, f"Bucket {body['metadata']['name']} is being created.", f"/p/{ns}/buckets")
                 except KubeError as exc:
-                    if exc.code == 401:
-                        raise
                     errors = present.api_field_errors(exc.field_errors())
                     errors[""] = exc.message
-                    return await buckets_page(request, session, kube, ns, form, errors, exc.code)
+                    return await refused(request, session, exc,
+                                         lambda: buckets_page(request, session, kube, ns, form, errors, exc.code))
             return await buckets_page(request, session, kube, ns, form, errors, 422)
         return await buckets_page(request, session, kube, ns)
 

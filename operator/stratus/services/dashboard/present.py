@@ -87,7 +87,7 @@ def recent_events(events: list[dict], limit: int = 15) -> list[dict]:
     rows = []
     for e in sorted(events, key=when, reverse=True)[:limit]:
         obj = e.get("involvedObject") or {}
-        rows.append({"when": when(e), "type": e.get("type", ""), "reason": e.get("reason", ""),
+        rows.append({"when": when(e)[:19].replace("T", " "), "type": e.get("type", ""), "reason": e.get("reason", ""),
                      "object": f"{obj.get('kind', '')}/{obj.get('name', '')}", "message": e.get("message", "")})
     return rows
 
