@@ -184,6 +184,8 @@ def main() -> None:
             kubectl_runs.append(time.perf_counter() - t)
         assert out.count("\n") == args.count + 1
         token_kc.unlink()
+        print(f"servers page: first {first_servers:.2f}s, p50 {percentile(servers_loads, .5):.2f}s, "
+              f"{size_servers // 1024} KiB; kubectl p50 {percentile(kubectl_runs, .5):.2f}s", flush=True)
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
@@ -193,6 +195,7 @@ def main() -> None:
                 ctx = browser.new_context()
                 ctx.add_cookies([cookie])
                 page = ctx.new_page()
+                page.set_default_timeout(180_000)
                 t = time.perf_counter()
                 page.goto(f"{url}/p/{NS}/servers", wait_until="load")
                 wall = time.perf_counter() - t
@@ -202,9 +205,11 @@ def main() -> None:
                 renders.append({"fcp": (fcp or 0) / 1000, "load": nav["loadEventEnd"] / 1000, "wall": wall,
                                 "ttfb": nav["responseStart"] / 1000})
                 ctx.close()
+            print("renders:", renders, flush=True)
             ctx = browser.new_context()
             ctx.add_cookies([cookie])
             page = ctx.new_page()
+            page.set_default_timeout(180_000)
             page.goto(f"{url}/p/{NS}/servers")
             page.wait_for_selector('#servers tbody[data-live-state="on"]', timeout=30_000)
             page.evaluate("""() => {

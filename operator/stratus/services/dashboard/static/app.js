@@ -6,8 +6,10 @@
 "use strict";
 
 document.addEventListener("submit", function (event) {
-  var form = event.target;
-  var question = form.getAttribute && form.getAttribute("data-confirm");
+  // The question is on the button pressed (several actions share a row's form) or on the form.
+  var button = event.submitter;
+  var question = (button && button.getAttribute("data-confirm")) ||
+    (event.target.getAttribute && event.target.getAttribute("data-confirm"));
   if (question && !window.confirm(question)) {
     event.preventDefault();
   }
