@@ -188,6 +188,16 @@ def test_member_launches_a_server_and_sees_it_become_active_live(kube, projects,
     expect(phase_cell(page, "web-1")).to_have_text("SHUTOFF", timeout=90_000)
     assert page.evaluate("document.body.dataset.mark") == "after-stop"
     assert kube.get("servers", "web-1", a)["spec"]["powerState"] == "Stopped"
+    # Resize from the server's own page (written to spec.flavor; effective at its next start).
+    bigger = flavor(kube, vcpus=2, ram="2Gi")
+    page.click('#servers tr[data-name="web-1"] td.name a')
+    page.wait_for_url(re.compile(rf"/p/{a}/servers/web-1$"))
+    page.select_option("#resize-flavor", bigger)
+    page.click('button[data-action="resize"]')
+    page.wait_for_url(re.compile(rf"/p/{a}/servers$"))
+    assert kube.get("servers", "web-1", a)["spec"]["flavor"] == bigger
+    page.wait_for_selector('#servers tbody[data-live-state="on"]')
+    page.evaluate("document.body.dataset.mark = 'after-stop'")
     # A server another client creates appears without a reload too.
     kube.create("servers", server_body("from-cli", f), a)
     page.wait_for_selector('#servers tr[data-name="from-cli"]', timeout=30_000)

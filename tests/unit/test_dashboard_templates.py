@@ -39,6 +39,7 @@ PAGES = {
     "server_new.html": dict(choices={"flavors": [{"name": "m1", "vcpus": 1, "ram": "1Gi", "disk": "10Gi"}], "images": ["f"],
                                      "volumes": [], "keypairs": ["k"], "groups": [], "networks": None},
                             errors={"": "exceeded quota: stratus-quota", "name": "bad name"}),
+    "server.html": dict(server=SERVER, row=present.server_row(SERVER), rv="7", flavors=["m1", "m2"], images=["fedora"]),
     "flavors.html": dict(flavors=[{"metadata": {"name": "m1"}, "spec": {"vcpus": 1, "ram": "1Gi", "extraSpecs": {"a": "b"}}}]),
     "keypairs.html": dict(keypairs=[{"metadata": {"name": "k"}, "status": {"fingerprintSha256": "SHA256:x"}}]),
     "volumes.html": dict(volumes=[present.volume_row({"metadata": {"name": "d"}, "spec": {"size": "1Gi", "attachTo": "web"}})],
@@ -79,7 +80,7 @@ def test_user_text_is_escaped():
 @pytest.mark.parametrize("page, selector", [
     ("servers.html", 'data-action="delete"'), ("servers.html", 'id="launch"'), ("volumes.html", 'data-action="detach"'),
     ("images.html", 'id="image-form"'), ("keypairs.html", 'data-action="delete"'), ("buckets.html", 'method="post" action="/p/demo/buckets"'),
-    ("admin_plans.html", 'data-action="approve"'),
+    ("admin_plans.html", 'data-action="approve"'), ("server.html", 'data-action="resize"'),
 ])
 def test_actions_only_where_allowed(page, selector):
     assert selector in ENV.get_template(page).render(base(can=ALL, **PAGES[page]))

@@ -179,11 +179,14 @@ class UserKube:
         return bool((review.get("status") or {}).get("allowed"))
 
     async def watch(self, plural: str, namespace: str | None, resource_version: str, group: str = GROUP,
-                    version: str = VERSION, timeout_seconds: int = 290) -> t.AsyncIterator[dict]:
+                    version: str = VERSION, timeout_seconds: int = 290, name: str | None = None) -> t.AsyncIterator[dict]:
         """The watch events after `resource_version` ({"type", "object"}), ending when the
-        API server closes the stream. A 410 Gone (too old) arrives as an ERROR event."""
+        API server closes the stream (of one object when `name` is given). A 410 Gone (too
+        old) arrives as an ERROR event."""
         params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(timeout_seconds)}
+        if name:
+            params["fieldSelector"] = f"metadata.name={name}"
         async with self.cluster.session().get(
             self.cluster.host + path(plural, namespace, group=group, version=version), params=params,
             headers=self._headers(), timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),

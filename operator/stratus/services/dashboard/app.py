@@ -371,6 +371,23 @@ def create_app(settings: Settings) -> Starlette:
         return done(session, f"Server {body['metadata']['name']} is being launched.", f"/p/{ns}/servers")
 
     @page
+    async def server_detail(request, session, kube, form):
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        got = await gather_dict(server=kube.get("servers", name, ns), flavors=kube.list("flavors"),
+                                images=kube.list("images", ns))
+        if isinstance(got["server"], KubeError):
+            raise got["server"]
+        server = got["server"]
+        can = await permissions(session, ns, SERVER_CHECKS)
+
+        def names(key):
+            return [] if isinstance(got[key], KubeError) else sorted(o["metadata"]["name"] for o in got[key]["items"])
+
+        return await render(request, "server.html", session, ns=ns, can=can, server=server, row=present.server_row(server),
+                            flavors=names("flavors"), images=names("images"),
+                            rv=server["metadata"].get("resourceVersion", ""), error="")
+
+    @page
     async def server_action(request, session, kube, form):
         ns, name = request.path_params["ns"], request.path_params["name"]
         action = form.get("action", "")
@@ -405,6 +422,9 @@ def create_app(settings: Settings) -> Starlette:
         rv = request.query_params.get("rv", "")
         if not rv.isdigit():
             return Response("rv must be the list's resourceVersion", 400, media_type="text/plain")
+        only = request.query_params.get("name") or None  # one object's page
+        if only is not None and not NAME_RE.match(only):
+            return Response("no such object", 404, media_type="text/plain")
         kube = kube_for(session)
         checks = {"servers": SERVER_CHECKS, "volumes": VOLUME_CHECKS, "images": IMAGE_CHECKS}[kind]
         can = await permissions(session, ns, checks)
@@ -418,7 +438,7 @@ def create_app(settings: Settings) -> Starlette:
                 version = rv
                 try:
                     while True:
-                        async for ev in kube.watch(kind, ns, version):
+                        async for ev in kube.watch(kind, ns, version, name=only):
                             obj = ev.get("object") or {}
                             if ev.get("type") == "ERROR":
                                 await queue.put(("reload" if obj.get("code") == 410 else "failed", {"message": obj.get("message", "")}))
@@ -690,6 +710,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/p/{ns}/servers/new", server_new),
         Route("/p/{ns}/servers/{name}/action", server_action, methods=["POST"]),
         Route("/p/{ns}/{kind}/events", events),
+        Route("/p/{ns}/servers/{name}", server_detail),
         Route("/p/{ns}/flavors", flavors),
         Route("/p/{ns}/keypairs", keypairs, methods=["GET", "POST"]),
         Route("/p/{ns}/keypairs/{name}/delete", keypair_delete, methods=["POST"]),
