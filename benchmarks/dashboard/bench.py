@@ -75,6 +75,18 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def seen(page, key: str, timeout: float = 60) -> float:
+    """When the page's observer saw `key` (ms since the epoch). Polled from here: the
+    page's CSP (rightly) forbids the string evaluation wait_for_function would need."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = page.evaluate(f"window.seen[{json.dumps(key)}]")
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"the page never showed {key}")
+
+
 def sign_in(url: str, token: str):
     import requests
 
@@ -191,7 +203,7 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
             cookie = {"name": "stratus_session", "value": s.cookies["stratus_session"], "url": url}
             renders = []
-            for _ in range(5):
+            for _ in range(3):
                 ctx = browser.new_context()
                 ctx.add_cookies([cookie])
                 page = ctx.new_page()
@@ -225,10 +237,9 @@ def main() -> None:
                 before = time.time() * 1000
                 status(i, phase)
                 key = f"srv-{i:04d}:{phase}"
-                page.wait_for_function(f"window.seen[{json.dumps(key)}]", timeout=30_000)
-                delays.append((page.evaluate(f"window.seen[{json.dumps(key)}]") - before) / 1000)
+                delays.append((seen(page, key) - before) / 1000)
                 status(i, "ACTIVE")
-                page.wait_for_function(f"window.seen[{json.dumps(f'srv-{i:04d}:ACTIVE')}]", timeout=30_000)
+                seen(page, f"srv-{i:04d}:ACTIVE")
                 page.evaluate(f"delete window.seen[{json.dumps(f'srv-{i:04d}:ACTIVE')}]")
             ctx.close()
             browser.close()
@@ -276,7 +287,7 @@ def main() -> None:
             f"{ms(percentile(volumes_loads, .95))} |",
             f"| baseline: `kubectl get servers -n {NS}` (same token; includes kubectl's start) | {ms(kubectl_runs[0])} | "
             f"{ms(percentile(kubectl_runs, .5))} | {ms(percentile(kubectl_runs, .95))} |",
-            f"| Chromium: first-contentful-paint of the servers page (5 cold contexts) | {ms(renders[0]['fcp'])} | "
+            f"| Chromium: first-contentful-paint of the servers page (3 cold contexts) | {ms(renders[0]['fcp'])} | "
             f"{ms(percentile([r['fcp'] for r in renders], .5))} | {ms(percentile([r['fcp'] for r in renders], .95))} |",
             f"| Chromium: load event | {ms(renders[0]['load'])} | {ms(percentile([r['load'] for r in renders], .5))} | "
             f"{ms(percentile([r['load'] for r in renders], .95))} |",
