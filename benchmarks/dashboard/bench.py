@@ -19,7 +19,7 @@ a Stratus AccessToken is.
     .venv/bin/python benchmarks/dashboard/bench.py --count 1000
 
 Brings up its own cluster (`dashboard-bench`, deleted at the end unless --keep) and
-writes results.md next to itself.
+writes results.md next to itself (the closing note under it is written by hand).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -155,7 +156,7 @@ def main() -> None:
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        log = open(HERE / "dashboard.log", "wb")
+        log = open(pathlib.Path(tempfile.mkdtemp()) / "dashboard.log", "wb")
         dash = subprocess.Popen([sys.executable, "-m", "stratus", "dashboard", "--port", str(port)],
                                 env={**os.environ, "KUBECONFIG": kc}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
