@@ -37,7 +37,8 @@ def test_chart_renders_the_ledger_credentials_secret_as_env_from(kube):
     res = helm(kube, "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "ledger.s3.bucket=usage", "--set",
                "ledger.s3.endpoint=http://s3.example:9000", "--set", "ledger.s3.credentialsSecret=ledger-creds")
     assert res.returncode == 0, res.stderr
-    deployment = next(d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment")
+    deployment = next(d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment"
+                      and d["spec"]["template"]["spec"]["containers"][0]["name"] == "operator")  # not the dashboard's
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     names = [e["name"] for e in container["env"]]
     assert {"STRATUS_LEDGER_S3_BUCKET", "STRATUS_IMAGE_SERVICE_PORT", "STRATUS_BOOTSERVER_HTTP_PORT",
