@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .identity import *  # noqa: F401,F403  (fixtures)
-from .kube import wait_for
+from .kube import IMAGE_HOST, wait_for
 from .test_images import image_store  # noqa: F401  (fixture: the image store on the session object store)
 
 pytestmark = pytest.mark.integration
@@ -413,14 +413,15 @@ def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashbo
                 pass
 
     Slower.data = data
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slower)
+    # 127.0.0.2: the one loopback address the test operator's egress policy fetches from.
+    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), Slower)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         page = new_page()
         sign_in(page, dashboard, access_token(kube, a, alice), a)
         page.goto(f"{dashboard}/p/{a}/images")
         page.fill("#name", "disk")
-        page.fill("#url", f"http://127.0.0.1:{server.server_address[1]}/disk.qcow2")
+        page.fill("#url", f"http://{IMAGE_HOST}:{server.server_address[1]}/disk.qcow2")
         page.fill("#sha256", hashlib.sha256(data).hexdigest())
         page.select_option("#diskFormat", "qcow2")
         page.click("#image-form button[type=submit]")
