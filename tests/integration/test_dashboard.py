@@ -152,6 +152,10 @@ def test_member_launches_a_server_and_sees_it_become_active_live(kube, projects,
     alice = user("alice")
     a = projects([{"name": alice, "role": "member"}], quota={"servers": 5, "vcpus": 8, "memory": "16Gi"})
     f = flavor(kube)
+    # Until the quota controller has counted a new quota, the API server refuses creates
+    # with "status unknown for quota" (the page shows that too; not what this test is about).
+    wait_for(lambda: (q := kube.core.read_namespaced_resource_quota("stratus-quota", a)).status.hard == q.spec.hard
+             and set(q.status.used or {}) >= set(q.spec.hard), 60, what="the project's quota counted")
     page = new_page()
     sign_in(page, dashboard, access_token(kube, a, alice), a)
     # The token never reaches the page's script: the session cookie is HttpOnly.
