@@ -37,7 +37,8 @@ def test_chart_renders_the_ledger_credentials_secret_as_env_from(kube):
     res = helm(kube, "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "ledger.s3.bucket=usage", "--set",
                "ledger.s3.endpoint=http://s3.example:9000", "--set", "ledger.s3.credentialsSecret=ledger-creds")
     assert res.returncode == 0, res.stderr
-    deployment = next(d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment")
+    deployment = next(d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment"
+                      and d["spec"]["template"]["spec"]["containers"][0]["name"] == "operator")  # not the dashboard's
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     names = [e["name"] for e in container["env"]]
     assert {"STRATUS_LEDGER_S3_BUCKET", "STRATUS_IMAGE_SERVICE_PORT", "STRATUS_BOOTSERVER_HTTP_PORT",
@@ -62,6 +63,14 @@ def test_chart_installs_and_its_rbac_runs_the_operator(kube, crds, operator, nam
         dep = kube.apps.read_namespaced_deployment("stratus", release_ns)
         assert dep.status.available_replicas == 1
         sa = dep.spec.template.spec.service_account_name
+        # The dashboard runs beside it with a ServiceAccount that may only list Projects:
+        # everything else it does, it does with the signed-in user's token.
+        dash = kube.apps.read_namespaced_deployment("stratus-dashboard", release_ns)
+        dash_sa = f"system:serviceaccount:{release_ns}:{dash.spec.template.spec.service_account_name}"
+        assert kube.kubectl("auth", "can-i", "list", "projects.stratus.dev", "--as", dash_sa).stdout.strip() == "yes"
+        for verb, what in (("list", "servers.stratus.dev"), ("get", "secrets"), ("create", "servers.stratus.dev")):
+            assert kube.kubectl("auth", "can-i", verb, what, "-A", "--as", dash_sa).stdout.strip() == "no", (verb, what)
+        assert kube.core.read_namespaced_service("stratus-dashboard", release_ns).metadata.labels["stratus.dev/service"] == "dashboard"
         # Run the operator for real with the chart's ServiceAccount: a token from the
         # TokenRequest API and nothing else. The session operator steps aside meanwhile.
         token = kube.core.create_namespaced_service_account_token(

@@ -31,3 +31,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The dashboard's pods: not matched by the operator's selector or Services. */}}
+{{- define "stratus.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "stratus.name" . }}-dashboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
+{{- end -}}

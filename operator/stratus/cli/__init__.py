@@ -11,6 +11,7 @@
     stratus spark               Spark engine entrypoints of data-processing Pods (stratus.cli.spark)
     stratus stack               orchestration stacks (stratus.cli.stack)
     stratus instance            a Database Pod's instance manager (stratus.instance)
+    stratus dashboard           the web console (stratus.cli.dashboard)
 
 Each module in MODULES exposes ``COMMANDS``, the click commands or groups it adds to the
 top level; that is the one way a command is registered. A module's heavy imports stay
@@ -28,7 +29,7 @@ import click
 from .. import __version__
 
 #: Every command module, in the order `stratus --help` lists their commands.
-MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark", "stack", "instance")
+MODULES = ("operator", "dev", "identity", "image", "meter", "consolidate", "spark", "stack", "instance", "dashboard")
 
 
 @click.group()

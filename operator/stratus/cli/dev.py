@@ -31,6 +31,7 @@ def dev_down(name: str) -> None:
     """Stop the operator started by `dev run` and delete the cluster."""
     from ..dev import cluster as devcluster, run as devrun
 
+    devrun.stop_dashboard(name)
     devrun.stop_operator(name)
     devrun.stop_podrunner(name)
     devrun.stop_object_store(name)

@@ -26,6 +26,8 @@ ROLES = REPO / "charts" / "stratus" / "templates" / "roles.yaml"
 SYSTEM_NAMESPACE = "stratus-system"
 #: Where the local object store listens (fixed, so the BucketClass endpoint stays valid).
 S3_PORT = int(os.environ.get("STRATUS_DEV_S3_PORT", "7480"))
+#: Where the local dashboard listens.
+DASHBOARD_PORT = int(os.environ.get("STRATUS_DEV_DASHBOARD_PORT", "8300"))
 
 
 def operator_files(name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -175,6 +177,25 @@ def stop_operator(name: str) -> None:
     _stop_background("operator", operator_files(name)[0])
 
 
+def dashboard_files(name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    return WORKDIR / f"{name}-dashboard.pid", WORKDIR / f"{name}-dashboard.log"
+
+
+def start_dashboard(name: str) -> str:
+    """Start `stratus dashboard` detached (like the operator) on 127.0.0.1:DASHBOARD_PORT;
+    returns its URL. It knows the API server from the cluster's kubeconfig; users sign in
+    with their own AccessToken kubeconfig."""
+    pid_file, log_file = dashboard_files(name)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name))}
+    _start_background("dashboard", pid_file, log_file,
+                      [sys.executable, "-m", "stratus", "dashboard", "--port", str(DASHBOARD_PORT)], env)
+    return f"http://127.0.0.1:{DASHBOARD_PORT}/"
+
+
+def stop_dashboard(name: str) -> None:
+    _stop_background("dashboard", dashboard_files(name)[0])
+
+
 def operator_status(name: str) -> None:
     pid_file, log_file = operator_files(name)
     if _alive(pid_file):
@@ -203,6 +224,7 @@ def run(name: str, nodes: int = 3, timeout: int = 180) -> int:
     start_object_store(name)
     start_podrunner(name)
     start_operator(name)
+    dashboard_url = start_dashboard(name)
     deadline = time.monotonic() + timeout
     apply_examples(name, deadline)
     log("waiting for the examples to become Ready ...")
@@ -221,5 +243,7 @@ def run(name: str, nodes: int = 3, timeout: int = 180) -> int:
           f"  kubectl get servers -A            # the example Server\n"
           f"  kubectl get stratus -A            # every Stratus object\n"
           f"  operator log: {log_file}\n"
+          f"  dashboard: {dashboard_url}  sign in with the kubeconfig of an access token:\n"
+          f"    stratus token issue --project demo --user alice --out alice.kubeconfig\n"
           f"  stop everything: make down")
     return 0 if ok else 1
