@@ -98,6 +98,19 @@ class Kube:
                               capture_output=True, text=True, check=check)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a local process (an engine the pod runner started) is alive, zombies excluded."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 #: The one loopback address test image servers listen on; the test operator's egress policy
 #: allows it (and nothing else of 127.0.0.0/8), so the refusal of loopback stays tested.
 IMAGE_HOST = "127.0.0.2"

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from kubernetes.client.rest import ApiException
 
-from .kube import wait_for
+from .kube import pid_alive, wait_for
 from .test_buckets import bucket_class, make_bucket  # noqa: F401  (fixture)
 
 os.environ.setdefault("STRATUS_DATABASE_INTERVAL", "2")
@@ -69,18 +69,6 @@ def execute(conn, sql: str, params=()) -> list:
     with conn.cursor() as cur:
         cur.execute(sql.replace("%s", "%s"), params or None)
         return list(cur.fetchall()) if cur.description else []
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def local_pid(kube, namespace, pod) -> int:

@@ -18,7 +18,7 @@ import uuid
 import pytest
 from kubernetes.client.rest import ApiException
 
-from .kube import wait_for
+from .kube import pid_alive, wait_for
 from .test_buckets import ensure_bucket_class, make_bucket, workload_client
 
 # Status refreshes on a timer; the operator started for this session reads this.
@@ -56,18 +56,6 @@ print("sum", spark.sparkContext.parallelize(range(1000), 2).sum())
 TEXTS = {"in/a.txt": "the quick brown fox\njumps over the lazy dog\n",
          "in/b.txt": "the dog barks\nthe fox runs\n",
          "in/c.txt": "lazy lazy dog\n"}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _master(web_ui: str) -> dict | None:
@@ -279,18 +267,18 @@ def test_scaling_workers_2_3_1(kube, spark_ns):
     wait_for(lambda: _active(kube, spark_ns, 1), SPARK_START, interval=1, what="1 worker left")
     names = [p.metadata.name for p in kube.core.list_namespaced_pod(spark_ns, label_selector="stratus.dev/nodegroup=workers").items]
     assert names == [f"{CLUSTER}-workers-0"]
-    wait_for(lambda: not any(_pid_alive(pids[n]) for n in (f"{CLUSTER}-workers-1", f"{CLUSTER}-workers-2")), 60,
+    wait_for(lambda: not any(pid_alive(pids[n]) for n in (f"{CLUSTER}-workers-1", f"{CLUSTER}-workers-2")), 60,
              what="the removed workers' processes to stop")
-    assert _pid_alive(pids[f"{CLUSTER}-workers-0"])
+    assert pid_alive(pids[f"{CLUSTER}-workers-0"])
 
 
 def test_deleting_the_cluster_stops_every_process(kube, spark_ns):
     web = _cluster(kube, spark_ns)["status"]["webUi"]
     pods = kube.core.list_namespaced_pod(spark_ns, label_selector=f"stratus.dev/datacluster={CLUSTER},stratus.dev/nodegroup").items
     pids = [int(p.metadata.annotations["stratus.dev/local-pid"]) for p in pods]
-    assert len(pids) >= 2 and all(_pid_alive(p) for p in pids)
+    assert len(pids) >= 2 and all(pid_alive(p) for p in pids)
     kube.delete("dataclusters", CLUSTER, spark_ns)
     wait_for(lambda: kube.get("dataclusters", CLUSTER, spark_ns) is None, 120, what="the DataCluster to go")
     assert not kube.core.list_namespaced_pod(spark_ns, label_selector=f"stratus.dev/datacluster={CLUSTER},stratus.dev/nodegroup").items
-    wait_for(lambda: not any(_pid_alive(p) for p in pids), 60, what="every Spark process to stop")
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 60, what="every Spark process to stop")
     assert _master(web) is None

@@ -8,7 +8,7 @@ import json
 import os
 import urllib.request
 
-from .kube import wait_for
+from .kube import pid_alive, wait_for
 
 SERVER = (
     "import http.server, os\n"
@@ -17,18 +17,6 @@ SERVER = (
     "http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler,"
     " port=int(os.environ.get('STRATUS_PORT_HTTP', '8080')), bind=os.environ.get('STRATUS_LISTEN_HOST', '0.0.0.0'))\n"
 )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_engine_pod_runs_as_a_local_process(kube, namespace, podrunner):
@@ -62,7 +50,7 @@ def test_engine_pod_runs_as_a_local_process(kube, namespace, podrunner):
     assert body == "hello from a secret"
 
     kube.core.delete_namespaced_pod("web-0", namespace, grace_period_seconds=0)
-    wait_for(lambda: not _pid_alive(pid), timeout=60, what="the process to stop with its pod")
+    wait_for(lambda: not pid_alive(pid), timeout=60, what="the process to stop with its pod")
 
 
 def _get(url: str) -> str | None:
