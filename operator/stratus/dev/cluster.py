@@ -159,12 +159,6 @@ def up(name: str, nodes: int = 3, shape: HypervisorShape = HypervisorShape(), bu
             # stand-in CRDs they act on can be installed first; kwok watches them.
             "--enable-crds", "Stage",
             "--extra-args", "kube-apiserver=bind-address=127.0.0.1",
-            # One controller-manager and one scheduler: no leader election. With it, an API
-            # server slowed by a busy machine makes them miss a lease renewal and exit for
-            # good (kwokctl does not restart them), and quota, garbage collection and
-            # scheduling silently stop for the rest of the cluster's life.
-            "--extra-args", "kube-controller-manager=leader-elect=false",
-            "--extra-args", "kube-scheduler=leader-elect=false",
             # kwok plays the kubelet only for Nodes annotated kwok.x-k8s.io/node=fake
             # (the simulated hypervisors), so a Node without it (a powered-off bare-metal
             # host) stays NotReady as a real one would.
