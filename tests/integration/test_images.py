@@ -142,6 +142,11 @@ def test_import_verify_query_download(kube, image_store, web, qcow2, namespace, 
     # Bearer tokens: no token is 401; this project's ServiceAccount may read it.
     url = status["downloadUrl"]
     assert fetch(url)[0] == 401
+    # Authentication comes before the lookup: an image that does not exist answers the same.
+    missing = url.replace(f"/{namespace}/cirros/", f"/{namespace}/no-such-image/")
+    assert fetch(missing)[0] == 401
+    assert fetch(missing, {"Authorization": "Bearer not-a-token"})[0] == 401
+    assert fetch(signed.replace(f"/{namespace}/cirros/", f"/{namespace}/no-such-image/"))[0] == 403
     token = sa_token(kube, namespace)
     code, _, body = fetch(url, {"Authorization": f"Bearer {token}", "Range": "bytes=0-99"})
     assert code == 206 and body == data[:100]

@@ -11,7 +11,8 @@ STRATUS_IMAGE_SERVICE_PORT (0: a free port picked by the kernel; the chart sets 
 Glance's port). STRATUS_IMAGE_SERVICE_URL overrides the URL written into image status
 (a Service's address, say); otherwise it is http://HOST:PORT.
 
-Callers prove who they are in one of two ways:
+Callers prove who they are, before anything is looked up, in one of two ways
+(TokenReview and SubjectAccessReview answers are cached by drivers.access):
 
 Bearer token
     Validated with a TokenReview against the API server. The image is visible to the
@@ -20,13 +21,14 @@ Bearer token
     sharedWith. Belonging is being a ServiceAccount of that namespace, or being allowed
     to `get images` there (a SubjectAccessReview), so project members' RBAC decides.
 
-Signed URL (`?expires=…&signature=…`)
+Signed URL (`?uid=…&expires=…&signature=…`)
     For CDI importer pods, which hold no token. The signature is an HMAC-SHA256 of
     namespace, name, uid and expiry with a key derived from the image store's admin
     secret (nothing new to store, and it rotates with that secret). It grants reading
     one image's bytes until it expires (STRATUS_IMAGE_URL_TTL seconds, 7 days), and a
     recreated image of the same name gets a new uid, so old URLs die with the old
-    image. The Image's status holds the signed URL, like a presigned S3 URL; only those
+    image (the uid rides in the URL so the signature is checked before the lookup).
+    The Image's status holds the signed URL, like a presigned S3 URL; only those
     who can read the Image see it.
 
 Bytes come from the image store through a short-lived presigned S3 URL, fetched with
@@ -50,7 +52,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from ..api.registry import API_VERSION, GROUP
 from ..core.image import visible_to
-from ..drivers import kube, stores
+from ..drivers import access, kube, stores
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def _signing_key() -> bytes:
 def signed_url(namespace: str, name: str, uid: str, now: float | None = None) -> str:
     expires = int((now or time.time()) + URL_TTL)
     signature = sign(_signing_key(), namespace, name, uid, expires)
-    return f"{image_url(namespace, name)}?expires={expires}&signature={signature}"
+    return f"{image_url(namespace, name)}?uid={uid}&expires={expires}&signature={signature}"
 
 
 def needs_resign(url: str, namespace: str, name: str, now: float | None = None) -> bool:
@@ -150,44 +152,40 @@ def needs_resign(url: str, namespace: str, name: str, now: float | None = None) 
         return True
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     expires = (query.get("expires") or ["0"])[0]
-    return not expires.isdigit() or int(expires) - (now or time.time()) < URL_TTL / 2
+    return "uid" not in query or not expires.isdigit() or int(expires) - (now or time.time()) < URL_TTL / 2
 
 
 # -- authorization -------------------------------------------------------------------------------
 
 
-def _authenticate(token: str) -> tuple[str, list[str]] | None:
-    status = kube.review_token(token)
-    user = status.get("user") or {}
-    if not status.get("authenticated") or not user:
-        return None
-    return user.get("username", ""), list(user.get("groups") or [])
+def _may(caller: access.Caller, namespace: str, name: str | None, verb: str) -> bool:
+    return access.allowed(caller, verb, group=GROUP, resource="images", namespace=namespace, name=name or "")
 
 
-def _may_get_images(user: str, groups: list[str], namespace: str, name: str | None) -> bool:
-    return _may(user, groups, namespace, name, "get")
-
-
-def _may(user: str, groups: list[str], namespace: str, name: str | None, verb: str) -> bool:
-    attrs = {"namespace": namespace, "verb": verb, "group": GROUP, "resource": "images"}
-    if name:
-        attrs["name"] = name
-    spec = {"user": user, "groups": groups, "resourceAttributes": attrs}
-    return bool(kube.review_access(spec).get("allowed"))
-
-
-def authorized(user: str, groups: list[str], image: dict) -> bool:
+def authorized(caller: access.Caller, image: dict) -> bool:
     spec, meta = image["spec"], image["metadata"]
     if spec.get("visibility") == "public":
         return True
     candidates = [meta["namespace"]] + (list(spec.get("sharedWith") or []) if spec.get("visibility") == "shared" else [])
-    sa_ns = serviceaccount_namespace(user)
+    sa_ns = serviceaccount_namespace(caller.username)
     if sa_ns and visible_to(meta["namespace"], spec.get("visibility", "private"), spec.get("sharedWith"), sa_ns):
         return True
     for ns in candidates:
-        if _may_get_images(user, groups, ns, meta["name"] if ns == meta["namespace"] else None):
+        if _may(caller, ns, meta["name"] if ns == meta["namespace"] else None, "get"):
             return True
     return False
+
+
+async def _caller(request: web.Request) -> access.Caller | web.Response:
+    """The authenticated caller of a bearer-token request, or the 401 to answer."""
+    token = access.bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return web.json_response({"reason": "Unauthorized", "message": "send a Kubernetes bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    caller = await asyncio.to_thread(access.authenticate, token)
+    if caller is None:
+        return _error(401, "Unauthorized", "the token was not accepted by the API server")
+    return caller
 
 
 # -- the handler --------------------------------------------------------------------------------
@@ -202,26 +200,28 @@ def _error(status: int, reason: str, message: str) -> web.Response:
 
 
 async def image_file(request: web.Request) -> web.StreamResponse:
+    # The caller proves who they are (a signature over the Image's uid, or a bearer token)
+    # before anything is looked up, so an unauthenticated caller learns nothing.
     namespace, name = request.match_info["namespace"], request.match_info["name"]
+    query = request.query
+    caller = None
+    if "signature" in query:
+        key = await asyncio.to_thread(_signing_key)
+        if not verify(key, namespace, name, query.get("uid", ""), query.get("expires", ""), query["signature"], time.time()):
+            return _error(403, "InvalidSignature", "the signed URL is invalid or expired; read a fresh one from the Image's status")
+    else:
+        caller = await _caller(request)
+        if isinstance(caller, web.Response):
+            return caller
     image = await asyncio.to_thread(_get_image, namespace, name)
     if image is None:
         return _error(404, "NotFound", f"no image {namespace}/{name}")
-    query = request.query
-    if "signature" in query:
-        key = await asyncio.to_thread(_signing_key)
-        if not verify(key, namespace, name, image["metadata"]["uid"], query.get("expires", ""), query["signature"], time.time()):
-            return _error(403, "InvalidSignature", "the signed URL is invalid or expired; read a fresh one from the Image's status")
-    else:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return web.json_response({"reason": "Unauthorized", "message": "send a Kubernetes bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
-        who = await asyncio.to_thread(_authenticate, auth[len("Bearer "):].strip())
-        if who is None:
-            return _error(401, "Unauthorized", "the token was not accepted by the API server")
-        if not await asyncio.to_thread(authorized, who[0], who[1], image):
-            # Same answer as a missing image: do not reveal what exists elsewhere.
-            return _error(404, "NotFound", f"no image {namespace}/{name}")
+    if caller is None and image["metadata"]["uid"] != query.get("uid"):
+        # Signed for an Image of this name that has since been deleted and recreated.
+        return _error(403, "InvalidSignature", "the signed URL is for an image that no longer exists; read a fresh one")
+    if caller is not None and not await asyncio.to_thread(authorized, caller, image):
+        # Same answer as a missing image: do not reveal what exists elsewhere.
+        return _error(404, "NotFound", f"no image {namespace}/{name}")
     status = image.get("status") or {}
     if status.get("phase") == "deactivated":
         return _error(403, "ImageDeactivated", "the image is deactivated; an administrator must reactivate it")
@@ -264,14 +264,10 @@ async def image_file(request: web.Request) -> web.StreamResponse:
 async def image_upload(request: web.Request) -> web.Response:
     """PUT the bytes of an Image whose source is `upload` (streamed, never buffered)."""
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer "):
-        return web.json_response({"reason": "Unauthorized", "message": "send a Kubernetes bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
-    who = await asyncio.to_thread(_authenticate, auth[len("Bearer "):].strip())
-    if who is None:
-        return _error(401, "Unauthorized", "the token was not accepted by the API server")
-    if not await asyncio.to_thread(_may, who[0], who[1], namespace, name, "update"):
+    caller = await _caller(request)
+    if isinstance(caller, web.Response):
+        return caller
+    if not await asyncio.to_thread(_may, caller, namespace, name, "update"):
         return _error(403, "Forbidden", f"you may not update image {namespace}/{name}")
     loop = asyncio.get_running_loop()
 
