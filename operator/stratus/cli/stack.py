@@ -22,14 +22,22 @@ import time
 
 import click
 
-GROUP, VERSION, PLURAL = "stratus.dev", "v1alpha1", "stacks"
+from ..api.registry import API_VERSION
+
+PLURAL = "stacks"
 
 
-def _clients():
-    import kubernetes
+def _kube():
+    from ..drivers import kube  # imported when a command runs: `stratus --help` stays quick
 
-    kubernetes.config.load_kube_config()
-    return kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
+    return kube
+
+
+def _get(ns: str, name: str) -> dict:
+    obj = _kube().get(API_VERSION, PLURAL, name, ns)
+    if obj is None:
+        raise click.ClickException(f"no stack {name} in {ns}")
+    return obj
 
 
 def _namespace(namespace: str | None) -> str:
@@ -98,14 +106,14 @@ def create(name, namespace, template, environment, files, parameters, no_rollbac
     """Create a stack."""
     if not template:
         raise click.UsageError("create needs --template")
-    custom, _ = _clients()
     ns = _namespace(namespace)
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Stack", "metadata": {"name": name},
+    body = {"apiVersion": API_VERSION, "kind": "Stack", "metadata": {"name": name, "namespace": ns},
             "spec": _spec(template, environment, files, parameters, False if no_rollback else None)}
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    if _kube().create(body, PLURAL) is None:
+        raise click.ClickException(f"stack {name} already exists in {ns}; use `stratus stack update`")
     click.echo(f"stack {name} created in {ns}")
     if wait:
-        _wait(custom, ns, name)
+        _wait(ns, name)
 
 
 @stack_group.command("update")
@@ -114,21 +122,21 @@ def create(name, namespace, template, environment, files, parameters, no_rollbac
 @click.option("--wait/--no-wait", default=False, help="Wait for COMPLETE or FAILED.")
 def update(name, namespace, template, environment, files, parameters, wait) -> None:
     """Update a stack: a new template and/or parameters (others are kept)."""
-    custom, _ = _clients()
     ns = _namespace(namespace)
     spec = _spec(template, environment, files, parameters)
     if not spec:
         raise click.UsageError("nothing to update: give --template, --environment, --file or --parameter")
-    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
+    if _kube().patch(API_VERSION, PLURAL, name, {"spec": spec}, ns) is None:
+        raise click.ClickException(f"no stack {name} in {ns}")
     click.echo(f"stack {name} updated")
     if wait:
-        _wait(custom, ns, name)
+        _wait(ns, name)
 
 
-def _wait(custom, ns, name, timeout=1800) -> None:
+def _wait(ns, name, timeout=1800) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        obj = _get(ns, name)
         st = obj.get("status") or {}
         if st.get("observedGeneration") == obj["metadata"].get("generation") and \
                 st.get("phase", "").endswith(("_COMPLETE", "_FAILED")):
@@ -145,11 +153,9 @@ def _wait(custom, ns, name, timeout=1800) -> None:
 @click.option("-n", "--namespace")
 def retry(name, namespace) -> None:
     """Retry a FAILED or rolled-back stack with the template it has (bumps spec.retry)."""
-    custom, _ = _clients()
     ns = _namespace(namespace)
-    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
-                                          {"spec": {"retry": int(obj["spec"].get("retry", 0)) + 1}})
+    obj = _get(ns, name)
+    _kube().patch(API_VERSION, PLURAL, name, {"spec": {"retry": int(obj["spec"].get("retry", 0)) + 1}}, ns)
     click.echo(f"stack {name}: retrying")
 
 
@@ -161,12 +167,8 @@ def preview_cmd(name, namespace, template, environment, files, parameters) -> No
     from ..controllers import stack as ctl
     from ..core import heat
 
-    custom, _ = _clients()
     ns = _namespace(namespace)
-    try:
-        current = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    except Exception:  # noqa: BLE001  (a new stack)
-        current = {"metadata": {"name": name, "namespace": ns}, "spec": {}}
+    current = _kube().get(API_VERSION, PLURAL, name, ns) or {"metadata": {"name": name, "namespace": ns}, "spec": {}}
     spec = {**(current.get("spec") or {}), **_spec(template, environment, files, parameters)}
     if "template" not in spec and "templateFrom" not in spec:
         raise click.UsageError("preview of a new stack needs --template")
@@ -190,9 +192,7 @@ def preview_cmd(name, namespace, template, environment, files, parameters) -> No
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def show(name, namespace, output) -> None:
     """The stack's state, resources and outputs."""
-    custom, _ = _clients()
-    obj = custom.get_namespaced_custom_object(GROUP, VERSION, _namespace(namespace), PLURAL, name)
-    st = obj.get("status") or {}
+    st = _get(_namespace(namespace), name).get("status") or {}
     if output == "json":
         click.echo(json.dumps({"name": name, "status": st.get("phase"), "reason": st.get("stackStatusReason"),
                                "resources": st.get("resources", []), "outputs": st.get("outputs", [])}, indent=2))
@@ -210,14 +210,11 @@ def show(name, namespace, output) -> None:
 @click.option("--show-secret", is_flag=True, help="Also print outputs kept in the outputs Secret (needs read access to it).")
 def outputs(name, namespace, show_secret) -> None:
     """The stack's outputs, one per line (name, value)."""
-    import base64
-
-    custom, core = _clients()
     ns = _namespace(namespace)
-    st = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name).get("status") or {}
+    st = _get(ns, name).get("status") or {}
     secret = {}
     if show_secret and st.get("outputsSecret"):
-        secret = {k: base64.b64decode(v).decode() for k, v in (core.read_namespaced_secret(st["outputsSecret"], ns).data or {}).items()}
+        secret = _kube().secret_data(st["outputsSecret"], ns) or {}
     for o in st.get("outputs") or []:
         value = secret.get(o["name"], "(secret)") if o.get("secret") else o.get("value") or f"(error: {o.get('error')})"
         click.echo(f"{o['name']}\t{value}")
@@ -228,12 +225,14 @@ def outputs(name, namespace, show_secret) -> None:
 @click.option("-n", "--namespace")
 def events(name, namespace) -> None:
     """The stack's events: its own and its resources' state changes, oldest first."""
-    _, core = _clients()
     ns = _namespace(namespace)
-    items = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name},involvedObject.kind=Stack").items
-    for ev in sorted(items, key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp)):
-        when = ev.last_timestamp or ev.event_time or ev.metadata.creation_timestamp
-        click.echo(f"{when:%Y-%m-%dT%H:%M:%SZ}  {ev.reason:<32} {ev.message}")
+    items = _kube().list_("v1", "events", ns, field_selector=f"involvedObject.name={name},involvedObject.kind=Stack")
+
+    def when(ev: dict) -> str:  # RFC 3339 strings sort as times; eventTime has microseconds
+        return (ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"]["creationTimestamp"])[:19] + "Z"
+
+    for ev in sorted(items, key=when):
+        click.echo(f"{when(ev)}  {ev.get('reason', ''):<32} {ev.get('message', '')}")
 
 
 @stack_group.command("delete")
@@ -242,21 +241,15 @@ def events(name, namespace) -> None:
 @click.option("--wait/--no-wait", default=False, help="Wait until the stack and its resources are gone.")
 def delete(name, namespace, wait) -> None:
     """Delete a stack (its resources in reverse dependency order; Retain ones are kept)."""
-    from kubernetes.client.rest import ApiException
-
-    custom, _ = _clients()
     ns = _namespace(namespace)
-    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    if not _kube().delete(API_VERSION, PLURAL, name, ns, propagation="Background"):
+        raise click.ClickException(f"no stack {name} in {ns}")
     click.echo(f"stack {name} deleting")
     deadline = time.monotonic() + 1800
     while wait and time.monotonic() < deadline:
-        try:
-            custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                click.echo("deleted")
-                return
-            raise
+        if _kube().get(API_VERSION, PLURAL, name, ns) is None:
+            click.echo("deleted")
+            return
         time.sleep(2)
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 
 import kopf
-from kubernetes.client.rest import ApiException
 
 from ..api.bucket import Bucket
 from ..api.bucketclass import BucketClass, DeletionPolicy
@@ -98,14 +97,10 @@ def _fail(body: dict, phase: str, reason: str, message: str, extra: dict | None 
 
 
 def _owned_or_absent(kind: str, name: str, namespace: str, uid: str) -> bool:
-    read = kube.core().read_namespaced_secret if kind == "Secret" else kube.core().read_namespaced_config_map
-    try:
-        obj = read(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return any(o.uid == uid for o in (obj.metadata.owner_references or []))
+    obj = kube.get("v1", "secrets" if kind == "Secret" else "configmaps", name, namespace)
+    if obj is None:
+        return True
+    return any(o.get("uid") == uid for o in (obj["metadata"].get("ownerReferences") or []))
 
 
 def _apply_children(body: dict, config: dict[str, str], creds: s3.ScopedCredentials | None) -> None:

@@ -16,7 +16,6 @@ Each pass (one at a time per Database):
 
 from __future__ import annotations
 
-import base64
 import collections
 import datetime
 import hashlib
@@ -58,13 +57,7 @@ class Wait(Exception):
 
 
 def _secret_data(namespace: str, name: str) -> dict[str, str] | None:
-    try:
-        s = kube.core().read_namespaced_secret(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+    return kube.secret_data(name, namespace)
 
 
 def _password() -> str:
@@ -213,14 +206,8 @@ def _relabel(pod: dict, role: str) -> None:
 
 def _delete_instance(namespace: str, name: str) -> None:
     """An instance's Pod and its PVC (a replaced primary, a failed or surplus replica)."""
-    api = kube.core()
-    for delete in (lambda: api.delete_namespaced_pod(name, namespace, grace_period_seconds=0),
-                   lambda: api.delete_namespaced_persistent_volume_claim(name, namespace)):
-        try:
-            delete()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    kube.delete("v1", "pods", name, namespace, grace_period=0, propagation="Background")
+    kube.delete("v1", "persistentvolumeclaims", name, namespace, propagation="Background")
 
 
 def _probe(engine: str, pod: dict, password: str) -> engines.Probe:

@@ -111,17 +111,7 @@ def backup_deleted(body, namespace, name, logger, **_) -> None:
 
 
 def _secret(namespace: str, name: str) -> dict[str, str]:
-    import base64
-
-    from kubernetes.client.rest import ApiException
-
-    try:
-        data = kube.core().read_namespaced_secret(name, namespace).data or {}
-    except ApiException as exc:
-        if exc.status == 404:
-            return {}
-        raise
-    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+    return kube.secret_data(name, namespace) or {}
 
 
 @kopf.timer(GROUP, VERSION, "databasebackups", interval=INTERVAL, initial_delay=1,

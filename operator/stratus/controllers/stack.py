@@ -13,6 +13,7 @@ and Events. The last spec that completed is kept in a ConfigMap
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 
@@ -46,29 +47,23 @@ class InputError(Exception):
 
 # -- reading ----------------------------------------------------------------------------
 def _config_map(namespace: str, name: str) -> dict:
-    try:
-        return kube.core().read_namespaced_config_map(name, namespace).data or {}
-    except ApiException as exc:
-        if exc.status == 404:
-            raise InputError(f"ConfigMap {name!r} does not exist in {namespace}") from None
-        raise
+    cm = kube.get("v1", "configmaps", name, namespace)
+    if cm is None:
+        raise InputError(f"ConfigMap {name!r} does not exist in {namespace}")
+    return cm.get("data") or {}
 
 
 def _secret_value(namespace: str, name: str, key: str) -> str:
     """A hidden parameter's value. Only Secrets labelled stratus.dev/stack-parameters=true
     are read: members may create Stacks but not read Secrets, and a stack must not be a
     way to copy any Secret of the namespace into a server's user data."""
-    import base64
-    try:
-        secret = kube.core().read_namespaced_secret(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise InputError(f"Secret {name!r} does not exist in {namespace}") from None
-        raise
-    if (secret.metadata.labels or {}).get(PARAMETERS_LABEL) != "true":
+    secret = kube.get("v1", "secrets", name, namespace)
+    if secret is None:
+        raise InputError(f"Secret {name!r} does not exist in {namespace}")
+    if (secret["metadata"].get("labels") or {}).get(PARAMETERS_LABEL) != "true":
         raise InputError(f"Secret {name!r} is not labelled {PARAMETERS_LABEL}=true; a project admin labels the Secrets "
                          "that stacks may read")
-    data = secret.data or {}
+    data = secret.get("data") or {}
     if key not in data:
         raise InputError(f"Secret {name!r} has no key {key!r}")
     return base64.b64decode(data[key]).decode()
@@ -145,7 +140,6 @@ def _add(out: dict, obj: dict) -> None:
 
 
 def generated(name: str, namespace: str) -> dict[str, dict]:
-    import base64
     out = {}
     for secret in kube.core().list_namespaced_secret(namespace, label_selector=f"{SECRET_LABEL}={name}").items:
         path = (secret.metadata.annotations or {}).get(heat.ANNOTATION_RESOURCE)
@@ -176,11 +170,7 @@ def _plural(kind: str) -> str:
 
 def _delete(kind: str, name: str, namespace: str) -> None:
     if kind == "Secret":
-        try:
-            kube.core().delete_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        kube.delete("v1", "secrets", name, namespace)
         return
     kube.delete(API_VERSION, _plural(kind), name, None if kind in heat.CLUSTER_KINDS else namespace)
 
@@ -195,7 +185,7 @@ def _set_attach(volume: str, server: str | None, namespace: str) -> None:
         kube.apply({"apiVersion": API_VERSION, "kind": "Volume", "metadata": {"name": volume, "namespace": namespace},
                     "spec": spec}, "volumes", manager=ATTACH_MANAGER)
     except ApiException as exc:
-        if exc.status not in (404, 422):
+        if exc.status != 422:
             raise
 
 
@@ -233,12 +223,10 @@ def _save_last_complete(body: dict, spec: dict) -> None:
 
 def _last_complete(body: dict) -> dict | None:
     meta = body["metadata"]
-    try:
-        data = kube.core().read_namespaced_config_map(f"{meta['name']}-heat-last-complete", meta["namespace"]).data or {}
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    cm = kube.get("v1", "configmaps", f"{meta['name']}-heat-last-complete", meta["namespace"])
+    if cm is None:
+        return None
+    data = cm.get("data") or {}
     return json.loads(data["spec.json"]) if "spec.json" in data else None
 
 

@@ -16,6 +16,7 @@ The older entry points (``core()``, ``custom()``, ``api_client()``, ``apply_core
 
 from __future__ import annotations
 
+import base64
 import builtins
 import functools
 import json
@@ -162,6 +163,14 @@ def get(api_version: str, plural: str, name: str, namespace: str | None = None) 
     return request("GET", path(api_version, plural, namespace, name))
 
 
+def secret_data(name: str, namespace: str) -> dict[str, str] | None:
+    """A Secret's values, decoded; None when the Secret does not exist."""
+    secret = get("v1", "secrets", name, namespace)
+    if secret is None:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
 def list_(api_version: str, plural: str, namespace: str | None = None, label_selector: str | None = None,
           field_selector: str | None = None) -> list[dict]:
     """The items of a collection (all namespaces without ``namespace``); [] when the kind
@@ -205,10 +214,13 @@ def patch_status(api_version: str, plural: str, name: str, status: dict, namespa
 
 
 def delete(api_version: str, plural: str, name: str, namespace: str | None = None, *, uid: str | None = None,
-           propagation: str = "Foreground") -> bool:
+           propagation: str = "Foreground", grace_period: int | None = None) -> bool:
     """Delete; True when it was there. With ``uid``, only that incarnation of the object
-    (another one of the same name answers False)."""
+    (another one of the same name answers False); ``grace_period`` overrides the object's
+    (0: a Pod goes at once)."""
     body: dict = {"propagationPolicy": propagation}
+    if grace_period is not None:
+        body["gracePeriodSeconds"] = grace_period
     if uid:
         body["preconditions"] = {"uid": uid}
     try:
