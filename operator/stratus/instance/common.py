@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pwd
+import shutil
 import signal
 import socketserver
 import subprocess
@@ -191,6 +192,19 @@ def supervise(child: subprocess.Popen, on_term) -> int:
     signal.signal(signal.SIGINT, handler)
     code = child.wait()
     log.info("engine exited with %s", code)
+    return code
+
+
+def run_engine(engine) -> int:
+    """Run a database engine instance to its end: prepare the data directory, serve the
+    control port (health, backups), start the server, create the roles once it accepts
+    connections, and supervise it until it exits or is told to stop."""
+    engine.prepare()
+    serve_control(engine.control_port, Backups(engine.backup), engine.health)
+    child = engine.start()
+    threading.Thread(target=engine.ensure_roles, daemon=True).start()
+    code = supervise(child, engine.stop)
+    shutil.rmtree(engine.rundir, ignore_errors=True)
     return code
 
 

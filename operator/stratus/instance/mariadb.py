@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from .common import Backups, Bucket, listen_host, log, port, run, serve_control, supervise
+from .common import Bucket, listen_host, log, port, run, run_engine
 
 
 def server_binary() -> str:
@@ -171,11 +171,4 @@ class MariaDB:
 def main(data: str, port_: int, control_port: int, version: str, settings: dict[str, str], primary: str | None) -> int:
     if primary:
         log.warning("MariaDB replicas are not implemented yet; running as a standalone server")
-    db = MariaDB(data, port_, control_port, version, settings)
-    db.prepare()
-    serve_control(db.control_port, Backups(db.backup), db.health)
-    child = db.start()
-    threading.Thread(target=db.ensure_roles, daemon=True).start()
-    code = supervise(child, db.stop)
-    shutil.rmtree(db.rundir, ignore_errors=True)
-    return code
+    return run_engine(MariaDB(data, port_, control_port, version, settings))

@@ -17,10 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from .common import Backups, Bucket, as_user, chown_tree, listen_host, log, port, run, serve_control, supervise, unprivileged_user
+from .common import Bucket, as_user, chown_tree, listen_host, log, port, run, run_engine, unprivileged_user
 
 REPLICATION_USER = "streaming_replica"
 
@@ -250,11 +249,4 @@ class PostgreSQL:
 
 
 def main(data: str, port_: int, control_port: int, version: str, settings: dict[str, str], primary: str | None) -> int:
-    pg = PostgreSQL(data, port_, control_port, version, settings, primary)
-    pg.prepare()
-    serve_control(pg.control_port, Backups(pg.backup), pg.health)
-    child = pg.start()
-    threading.Thread(target=pg.ensure_roles, daemon=True).start()
-    code = supervise(child, pg.stop)
-    shutil.rmtree(pg.rundir, ignore_errors=True)
-    return code
+    return run_engine(PostgreSQL(data, port_, control_port, version, settings, primary))
