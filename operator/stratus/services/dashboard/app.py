@@ -501,20 +501,26 @@ def create_app(settings: Settings) -> Starlette:
 
     @page
     async def keypairs(request, session, kube, form):
+        return await simple_create(request, session, kube, form, "keypairs", present.keypair_from_form, keypairs_page,
+                                   "Key pair {name} imported.")
+
+    async def simple_create(request, session, kube, form, plural, from_form, redisplay, done_message):
+        """GET shows the page; POST creates the object the form describes, or shows the page
+        again with the form's errors, then the API server's by field."""
         ns = request.path_params["ns"]
-        if request.method == "POST":
-            body, errors = present.keypair_from_form(form)
-            if not errors:
-                try:
-                    await kube.create("keypairs", body, ns)
-                    return done(session, f"Key pair {body['metadata']['name']} imported.", f"/p/{ns}/keypairs")
-                except KubeError as exc:
-                    errors = present.api_field_errors(exc.field_errors())
-                    errors[""] = exc.message
-                    return await refused(request, session, exc,
-                                         lambda: keypairs_page(request, session, kube, ns, form, errors, exc.code))
-            return await keypairs_page(request, session, kube, ns, form, errors, 422)
-        return await keypairs_page(request, session, kube, ns)
+        if request.method != "POST":
+            return await redisplay(request, session, kube, ns)
+        body, errors = from_form(form)
+        if errors:
+            return await redisplay(request, session, kube, ns, form, errors, 422)
+        try:
+            await kube.create(plural, body, ns)
+        except KubeError as exc:
+            errors = present.api_field_errors(exc.field_errors())
+            errors[""] = exc.message
+            return await refused(request, session, exc,
+                                 lambda: redisplay(request, session, kube, ns, form, errors, exc.code))
+        return done(session, done_message.format(name=body["metadata"]["name"]), f"/p/{ns}/{plural}")
 
     async def simple_delete(request, session, kube, plural, label, redisplay):
         ns, name = request.path_params["ns"], request.path_params["name"]
@@ -550,20 +556,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @page
     async def volumes(request, session, kube, form):
-        ns = request.path_params["ns"]
-        if request.method == "POST":
-            body, errors = present.volume_from_form(form)
-            if not errors:
-                try:
-                    await kube.create("volumes", body, ns)
-                    return done(session, f"Volume {body['metadata']['name']} is being created.", f"/p/{ns}/volumes")
-                except KubeError as exc:
-                    errors = present.api_field_errors(exc.field_errors())
-                    errors[""] = exc.message
-                    return await refused(request, session, exc,
-                                         lambda: volumes_page(request, session, kube, ns, form, errors, exc.code))
-            return await volumes_page(request, session, kube, ns, form, errors, 422)
-        return await volumes_page(request, session, kube, ns)
+        return await simple_create(request, session, kube, form, "volumes", present.volume_from_form, volumes_page,
+                                   "Volume {name} is being created.")
 
     @page
     async def volume_action(request, session, kube, form):
@@ -608,20 +602,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @page
     async def images(request, session, kube, form):
-        ns = request.path_params["ns"]
-        if request.method == "POST":
-            body, errors = present.image_from_form(form)
-            if not errors:
-                try:
-                    await kube.create("images", body, ns)
-                    return done(session, f"Image {body['metadata']['name']} is being imported.", f"/p/{ns}/images")
-                except KubeError as exc:
-                    errors = present.api_field_errors(exc.field_errors())
-                    errors[""] = exc.message
-                    return await refused(request, session, exc,
-                                         lambda: images_page(request, session, kube, ns, form, errors, exc.code))
-            return await images_page(request, session, kube, ns, form, errors, 422)
-        return await images_page(request, session, kube, ns)
+        return await simple_create(request, session, kube, form, "images", present.image_from_form, images_page,
+                                   "Image {name} is being imported.")
 
     @page
     async def image_delete(request, session, kube, form):
@@ -642,20 +624,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @page
     async def buckets(request, session, kube, form):
-        ns = request.path_params["ns"]
-        if request.method == "POST":
-            body, errors = present.bucket_from_form(form)
-            if not errors:
-                try:
-                    await kube.create("buckets", body, ns)
-                    return done(session, f"Bucket {body['metadata']['name']} is being created.", f"/p/{ns}/buckets")
-                except KubeError as exc:
-                    errors = present.api_field_errors(exc.field_errors())
-                    errors[""] = exc.message
-                    return await refused(request, session, exc,
-                                         lambda: buckets_page(request, session, kube, ns, form, errors, exc.code))
-            return await buckets_page(request, session, kube, ns, form, errors, 422)
-        return await buckets_page(request, session, kube, ns)
+        return await simple_create(request, session, kube, form, "buckets", present.bucket_from_form, buckets_page,
+                                   "Bucket {name} is being created.")
 
     @page
     async def bucket_delete(request, session, kube, form):
