@@ -15,7 +15,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 
@@ -23,7 +22,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .identity import *  # noqa: F401,F403  (fixtures)
-from .kube import IMAGE_HOST, wait_for
+from .kube import wait_for
 from .test_images import image_store  # noqa: F401  (fixture: the image store on the session object store)
 
 pytestmark = pytest.mark.integration
@@ -392,10 +391,7 @@ def test_member_creates_attaches_extends_and_detaches_a_volume(kube, projects, d
 
 def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashboard, new_page, image_store, tmp_path):
     import hashlib
-    import http.server
-    import threading
-
-    from .test_images import SlowHandler
+    from .test_images import serve_slowly
 
     alice = user("alice")
     a = projects([{"name": alice, "role": "member"}])
@@ -404,28 +400,13 @@ def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashbo
     subprocess.run(["qemu-io", "-c", "write -P 0x42 0 16M", str(disk)], check=True, capture_output=True)
     data = disk.read_bytes()
 
-    class Slower(SlowHandler):
-        def do_GET(self):  # noqa: N802 - 64 KiB every 40 ms: about 10 s for the whole file
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(self.data)))
-            self.end_headers()
-            try:
-                for i in range(0, len(self.data), 65536):
-                    self.wfile.write(self.data[i:i + 65536])
-                    time.sleep(0.04)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    Slower.data = data
-    # 127.0.0.2: the one loopback address the test operator's egress policy fetches from.
-    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), Slower)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    # 64 KiB every 40 ms: about 10 s for the whole file.
+    with serve_slowly(data, delay=0.04) as base:
         page = new_page()
         sign_in(page, dashboard, access_token(kube, a, alice), a)
         page.goto(f"{dashboard}/p/{a}/images")
         page.fill("#name", "disk")
-        page.fill("#url", f"http://{IMAGE_HOST}:{server.server_address[1]}/disk.qcow2")
+        page.fill("#url", f"{base}/disk.qcow2")
         page.fill("#sha256", hashlib.sha256(data).hexdigest())
         page.select_option("#diskFormat", "qcow2")
         page.click("#image-form button[type=submit]")
@@ -448,6 +429,3 @@ def test_member_imports_an_image_and_watches_its_progress(kube, projects, dashbo
         assert kube.get("images", "disk", a)["status"]["checksum"] == hashlib.sha256(data).hexdigest()
         shot(page, "images")
         assert page.problems == []
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -6,6 +6,7 @@ refuses deletion; callers see only what they may."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -269,9 +270,10 @@ def test_protected_image_refuses_deletion(kube, image_store, namespace):
 
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
-    """Serves `data` slowly (64 KiB every 20 ms), so an import takes a few seconds."""
+    """Serves `data` slowly (64 KiB every `delay` seconds), so an import takes a while."""
 
     data = b""
+    delay = 0.02
 
     def do_GET(self):  # noqa: N802
         self.send_response(200)
@@ -280,7 +282,7 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
         try:
             for i in range(0, len(self.data), 65536):
                 self.wfile.write(self.data[i:i + 65536])
-                time.sleep(0.02)
+                time.sleep(self.delay)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -288,16 +290,26 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serve_slowly(data: bytes, delay: float = 0.02):
+    """An HTTP server on IMAGE_HOST (the loopback address the test operator's egress
+    policy fetches from) serving ``data`` at any path slowly; yields its base URL."""
+    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), type("H", (SlowHandler,), {"data": data, "delay": delay}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{IMAGE_HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_import_survives_operator_crash(kube, image_store, operator, namespace, tmp_path):
     disk = tmp_path / "big.qcow2"
     subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "256M"], check=True, capture_output=True)
     subprocess.run(["qemu-io", "-c", "write -P 0x33 0 8M", str(disk)], check=True, capture_output=True)
     data = disk.read_bytes()
-    handler = type("H", (SlowHandler,), {"data": data})
-    server = http.server.ThreadingHTTPServer((IMAGE_HOST, 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://{IMAGE_HOST}:{server.server_address[1]}/big.qcow2"
+    with serve_slowly(data) as base:
+        url = f"{base}/big.qcow2"
         kube.create("images", image_body("big", url, hashlib.sha256(data).hexdigest()), namespace)
         mid = wait_for(lambda: (phase_is(kube, "big", namespace, "importing") or {}).get("status", {}).get("progress", {}).get("bytes"),
                        60, interval=0.1, what="import in progress")
@@ -308,9 +320,6 @@ def test_import_survives_operator_crash(kube, image_store, operator, namespace, 
         assert img["status"]["phase"] == "active" and img["status"]["checksum"] == hashlib.sha256(data).hexdigest()
         code, _, body = fetch(img["status"]["dataVolumeSource"]["http"]["url"])
         assert code == 200 and body == data
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def put(url, data: bytes, token: str | None) -> tuple[int, bytes]:
