@@ -80,6 +80,10 @@ def test_launch_form_builds_the_whole_spec():
     (present.keypair_from_form, {"name": "k", "publicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE me@host"}, set()),
     (present.keypair_from_form, {"name": "k", "publicKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, {"publicKey"}),
     (present.bucket_from_form, {"name": "b"}, set()),
+    (present.database_from_form, {"name": "db", "engine": "postgresql", "size": "1Gi"}, set()),
+    (present.database_from_form, {"name": "db", "engine": "oracle", "size": "1Gi", "instances": "10"},
+     {"engine", "instances"}),
+    (present.database_from_form, {"name": "", "engine": "mariadb", "size": "a lot"}, {"name", "size"}),
 ])
 def test_other_forms(builder, form, errors):
     body, found = builder(form)
@@ -95,6 +99,7 @@ def test_volume_size_defaults_to_gibibytes():
     ({"metadata.name": "Invalid value"}, {"name": "Invalid value"}),
     ({"spec.networks[0].name": "bad"}, {"networks": "bad"}),
     ({"spec.source.http.sha256": "should match"}, {"sha256": "should match"}),
+    ({"spec.storage.size": "cannot shrink"}, {"size": "cannot shrink"}),
 ])
 def test_api_field_errors_map_to_form_fields(causes, expected):
     assert dict(present.api_field_errors(causes)) == expected
@@ -111,3 +116,42 @@ def test_server_actions_are_spec_or_annotations():
     assert present.SERVER_ACTIONS["stop"] == {"spec": {"powerState": "Stopped"}}
     assert present.SERVER_ACTIONS["reboot"] == {"metadata": {"annotations": {"stratus.dev/reboot": "hard"}}}
     assert present.SERVER_ACTIONS["delete"] == "delete"
+
+
+def test_database_form_builds_the_spec():
+    body, errors = present.database_from_form({"name": "orders", "engine": "mariadb", "size": "5", "instances": "1",
+                                               "version": "11.4", "flavor": ""})
+    assert not errors
+    assert body["spec"] == {"engine": "mariadb", "storage": {"size": "5Gi"}, "instances": 1, "version": "11.4"}
+
+
+def test_database_row_reads_status():
+    row = present.database_row({
+        "metadata": {"name": "orders"}, "spec": {"engine": "postgresql", "instances": 3, "storage": {"size": "1Gi"}},
+        "status": {"phase": "ACTIVE", "engineVersion": "17.2", "primary": "orders-0", "serviceName": "orders",
+                   "secretName": "orders-connection", "instances": [{"name": "orders-0", "ready": True},
+                                                                    {"name": "orders-1", "ready": True},
+                                                                    {"name": "orders-2", "ready": False}],
+                   "recoverableWindow": {"earliest": "2026-12-01T00:00:00Z", "latest": "2026-12-03T00:00:00Z"},
+                   "conditions": [{"type": "Ready", "status": "True", "message": "ignored when ready"}]}})
+    assert (row["ready"], row["instances"], row["version"], row["message"]) == (2, 3, "17.2", "")
+    assert row["window"].startswith("2026-12-01")
+
+
+def test_stack_row_never_shows_a_secret_output():
+    row = present.stack_row({"metadata": {"name": "web"}, "status": {
+        "phase": "CREATE_COMPLETE", "outputsSecret": "web-outputs",
+        "resources": [{"name": "key", "type": "OS::Nova::KeyPair", "state": "CREATE_COMPLETE"}],
+        "outputs": [{"name": "ip", "value": "10.0.0.5"}, {"name": "password", "secret": True, "value": "hunter2"}]}})
+    assert row["outputs"] == [{"name": "ip", "secret": False, "value": "10.0.0.5"},
+                              {"name": "password", "secret": True, "value": ""}]
+    assert row["resources"][0]["type"] == "OS::Nova::KeyPair"
+
+
+def test_data_rows():
+    cluster = present.datacluster_row({"metadata": {"name": "c"}, "status": {
+        "phase": "Active", "workers": "2/2", "cores": 4, "masterUrl": "spark://c-master:7077"}})
+    assert (cluster["workers"], cluster["master"]) == ("2/2", "spark://c-master:7077")
+    job = present.datajob_row({"metadata": {"name": "j"}, "spec": {"clusterName": "c"},
+                               "status": {"phase": "Failed", "reason": "ZeroDivisionError", "attempt": 2}})
+    assert (job["cluster"], job["reason"], job["attempt"]) == ("c", "ZeroDivisionError", 2)

@@ -18,7 +18,8 @@ SERVER = {"metadata": {"name": "web"}, "spec": {"flavor": "m1", "containerDisk":
           "status": {"phase": "ACTIVE", "node": "n1", "addresses": [{"network": "pod", "address": "10.0.0.9"}]}}
 HOSTILE = {"metadata": {"name": "x"}, "spec": {"flavor": "m1"},
            "status": {"phase": "ERROR", "conditions": [{"type": "Ready", "status": "False", "message": "<script>alert(1)</script>"}]}}
-ALL = {f"{v} {r}": True for v in ("create", "patch", "delete") for r in ("servers", "volumes", "images", "keypairs", "buckets")}
+ALL = {f"{v} {r}": True for v in ("create", "patch", "delete") for r in ("servers", "volumes", "images", "keypairs", "buckets",
+                                                                   "databases", "dataclusters", "datajobs", "stacks")}
 ALL["patch consolidationplans"] = True
 
 
@@ -52,6 +53,16 @@ PAGES = {
     "admin_plans.html": dict(plans=[{"metadata": {"name": "p"}, "spec": {"policy": "c", "actions": []},
                                      "status": {"phase": "Recommended"}}]),
     "admin_catalog.html": dict(catalogs=[{"status": {"endpoints": [{"name": "dashboard", "url": "http://d"}]}}]),
+    "databases.html": dict(databases=[present.database_row({"metadata": {"name": "db"}, "spec": {"engine": "postgresql"},
+                                                            "status": {"phase": "ACTIVE", "serviceName": "db",
+                                                                       "secretName": "db-connection"}})],
+                           backups=[{"name": "b1", "database": "db", "phase": "Completed", "size": 10, "ended": "t"}],
+                           rv="3", flavors=["m1"], engines=present.DATABASE_ENGINES),
+    "dataprocessing.html": dict(clusters=[present.datacluster_row({"metadata": {"name": "c"}, "status": {"phase": "Active"}})],
+                                jobs=[present.datajob_row({"metadata": {"name": "j"}, "spec": {"clusterName": "c"}})]),
+    "stacks.html": dict(stacks=[present.stack_row({"metadata": {"name": "s"}, "status": {
+        "phase": "CREATE_COMPLETE", "outputsSecret": "s-outputs",
+        "outputs": [{"name": "pw", "secret": True, "value": "opaque-token"}, {"name": "ip", "value": "10.0.0.1"}]}})]),
     "projects.html": dict(),
     "error.html": dict(title="Not allowed", message='servers is forbidden: User "u" cannot list'),
 }
@@ -81,6 +92,8 @@ def test_user_text_is_escaped():
     ("servers.html", 'data-action="delete"'), ("servers.html", 'id="launch"'), ("volumes.html", 'data-action="detach"'),
     ("images.html", 'id="image-form"'), ("keypairs.html", 'data-action="delete"'), ("buckets.html", 'method="post" action="/p/demo/buckets"'),
     ("admin_plans.html", 'data-action="approve"'), ("server.html", 'data-action="resize"'),
+    ("databases.html", 'id="database-form"'), ("databases.html", 'data-action="delete"'),
+    ("dataprocessing.html", 'data-action="delete"'), ("stacks.html", 'data-action="delete"'),
 ])
 def test_actions_only_where_allowed(page, selector):
     assert selector in ENV.get_template(page).render(base(can=ALL, **PAGES[page]))

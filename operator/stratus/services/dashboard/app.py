@@ -35,7 +35,7 @@ log = logging.getLogger("stratus.dashboard")
 HERE = pathlib.Path(__file__).parent
 NS_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_RE = present.NAME_RE
-LIVE_KINDS = ("servers", "volumes", "images")
+LIVE_KINDS = ("servers", "volumes", "images", "databases")
 PERMISSION_TTL = 30.0
 KEEPALIVE_SECONDS = 15.0
 
@@ -426,7 +426,8 @@ def create_app(settings: Settings) -> Starlette:
         if only is not None and not NAME_RE.match(only):
             return Response("no such object", 404, media_type="text/plain")
         kube = kube_for(session)
-        checks = {"servers": SERVER_CHECKS, "volumes": VOLUME_CHECKS, "images": IMAGE_CHECKS}[kind]
+        checks = {"servers": SERVER_CHECKS, "volumes": VOLUME_CHECKS, "images": IMAGE_CHECKS,
+                  "databases": DATABASE_CHECKS}[kind]
         can = await permissions(session, ns, checks)
         macro = getattr(rows(), kind[:-1] + "_row")
         to_row = present.ROWS[kind]
@@ -522,14 +523,14 @@ def create_app(settings: Settings) -> Starlette:
                                  lambda: redisplay(request, session, kube, ns, form, errors, exc.code))
         return done(session, done_message.format(name=body["metadata"]["name"]), f"/p/{ns}/{plural}")
 
-    async def simple_delete(request, session, kube, plural, label, redisplay):
+    async def simple_delete(request, session, kube, plural, label, redisplay, back=None):
         ns, name = request.path_params["ns"], request.path_params["name"]
         try:
             await kube.delete(plural, name, ns)
         except KubeError as exc:
             return await refused(request, session, exc,
                                  lambda: redisplay(request, session, kube, ns, errors={"": exc.message}, status_code=exc.code))
-        return done(session, f"{label} {name} deleted.", f"/p/{ns}/{plural}")
+        return done(session, f"{label} {name} deleted.", f"/p/{ns}/{back or plural}")
 
     @page
     async def keypair_delete(request, session, kube, form):
@@ -631,6 +632,80 @@ def create_app(settings: Settings) -> Starlette:
     async def bucket_delete(request, session, kube, form):
         return await simple_delete(request, session, kube, "buckets", "Bucket", buckets_page)
 
+    # --- databases ------------------------------------------------------------------
+    DATABASE_CHECKS = [("create", "databases"), ("delete", "databases")]
+
+    async def databases_page(request, session, kube, ns, values=None, errors=None, status_code=200):
+        got = await gather_dict(databases=kube.list("databases", ns), backups=kube.list("databasebackups", ns),
+                                flavors=kube.list("flavors"))
+        if isinstance(got["databases"], KubeError):
+            raise got["databases"]
+        can = await permissions(session, ns, DATABASE_CHECKS)
+        items = sorted(got["databases"]["items"], key=lambda d: d["metadata"]["name"])
+        backups = [] if isinstance(got["backups"], KubeError) else [
+            {"name": b["metadata"]["name"], "database": b["spec"].get("database", ""),
+             "phase": (b.get("status") or {}).get("phase") or "Pending", "size": (b.get("status") or {}).get("sizeBytes"),
+             "ended": (b.get("status") or {}).get("endTime", "")}
+            for b in sorted(got["backups"]["items"], key=lambda b: b["metadata"].get("creationTimestamp", ""), reverse=True)]
+        flavors = [] if isinstance(got["flavors"], KubeError) else sorted(f["metadata"]["name"] for f in got["flavors"]["items"])
+        return await render(request, "databases.html", session, status_code, ns=ns, can=can, errors=errors or {},
+                            values=values or {}, databases=[present.database_row(d) for d in items], backups=backups,
+                            flavors=flavors, engines=present.DATABASE_ENGINES,
+                            rv=got["databases"]["metadata"].get("resourceVersion", ""))
+
+    @page
+    async def databases(request, session, kube, form):
+        return await simple_create(request, session, kube, form, "databases", present.database_from_form, databases_page,
+                                   "Database {name} is being created.")
+
+    @page
+    async def database_delete(request, session, kube, form):
+        return await simple_delete(request, session, kube, "databases", "Database", databases_page)
+
+    # --- data processing --------------------------------------------------------------
+    DATA_CHECKS = [("delete", "dataclusters"), ("delete", "datajobs")]
+
+    async def dataprocessing_page(request, session, kube, ns, values=None, errors=None, status_code=200):
+        got = await gather_dict(clusters=kube.list("dataclusters", ns), jobs=kube.list("datajobs", ns))
+        for key in ("clusters", "jobs"):
+            if isinstance(got[key], KubeError):
+                raise got[key]
+        can = await permissions(session, ns, DATA_CHECKS)
+        clusters = sorted(got["clusters"]["items"], key=lambda c: c["metadata"]["name"])
+        jobs = sorted(got["jobs"]["items"], key=lambda j: j["metadata"].get("creationTimestamp", ""), reverse=True)
+        return await render(request, "dataprocessing.html", session, status_code, ns=ns, can=can, errors=errors or {},
+                            clusters=[present.datacluster_row(c) for c in clusters],
+                            jobs=[present.datajob_row(j) for j in jobs])
+
+    @page
+    async def dataprocessing(request, session, kube, form):
+        return await dataprocessing_page(request, session, kube, request.path_params["ns"])
+
+    @page
+    async def datacluster_delete(request, session, kube, form):
+        return await simple_delete(request, session, kube, "dataclusters", "Cluster", dataprocessing_page,
+                                   back="dataprocessing")
+
+    @page
+    async def datajob_delete(request, session, kube, form):
+        return await simple_delete(request, session, kube, "datajobs", "Job", dataprocessing_page, back="dataprocessing")
+
+    # --- stacks ---------------------------------------------------------------------
+    async def stacks_page(request, session, kube, ns, values=None, errors=None, status_code=200):
+        listing = await kube.list("stacks", ns)
+        can = await permissions(session, ns, [("delete", "stacks")])
+        items = sorted(listing["items"], key=lambda v: v["metadata"]["name"])
+        return await render(request, "stacks.html", session, status_code, ns=ns, can=can, errors=errors or {},
+                            stacks=[present.stack_row(i) for i in items])
+
+    @page
+    async def stacks(request, session, kube, form):
+        return await stacks_page(request, session, kube, request.path_params["ns"])
+
+    @page
+    async def stack_delete(request, session, kube, form):
+        return await simple_delete(request, session, kube, "stacks", "Stack", stacks_page)
+
     # --- admin ----------------------------------------------------------------------
     @page
     async def admin_baremetal(request, session, kube, form):
@@ -690,6 +765,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/p/{ns}/images/{name}/delete", image_delete, methods=["POST"]),
         Route("/p/{ns}/buckets", buckets, methods=["GET", "POST"]),
         Route("/p/{ns}/buckets/{name}/delete", bucket_delete, methods=["POST"]),
+        Route("/p/{ns}/databases", databases, methods=["GET", "POST"]),
+        Route("/p/{ns}/databases/{name}/delete", database_delete, methods=["POST"]),
+        Route("/p/{ns}/dataprocessing", dataprocessing),
+        Route("/p/{ns}/dataclusters/{name}/delete", datacluster_delete, methods=["POST"]),
+        Route("/p/{ns}/datajobs/{name}/delete", datajob_delete, methods=["POST"]),
+        Route("/p/{ns}/stacks", stacks),
+        Route("/p/{ns}/stacks/{name}/delete", stack_delete, methods=["POST"]),
         Route("/admin/baremetal", admin_baremetal),
         Route("/admin/plans", admin_plans, methods=["GET", "POST"]),
         Route("/admin/catalog", admin_catalog),

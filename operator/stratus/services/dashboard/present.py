@@ -160,7 +160,66 @@ def bucket_row(bucket: dict) -> dict:
     }
 
 
-ROWS: dict[str, t.Callable[[dict], dict]] = {"servers": server_row, "volumes": volume_row, "images": image_row}
+def _not_ready_message(obj: dict) -> str:
+    ready = condition(obj)
+    return ready.get("message", "") if ready.get("status") != "True" else ""
+
+
+def database_row(db: dict) -> dict:
+    meta, spec, status = db.get("metadata") or {}, db.get("spec") or {}, db.get("status") or {}
+    instances = status.get("instances") or []
+    window = status.get("recoverableWindow") or {}
+    return {
+        "name": meta.get("name", ""), "phase": status.get("phase") or "Pending", "engine": spec.get("engine", ""),
+        "version": status.get("engineVersion") or spec.get("version") or "",
+        "ready": sum(1 for i in instances if i.get("ready")), "instances": spec.get("instances", 1),
+        "size": (spec.get("storage") or {}).get("size", ""), "service": status.get("serviceName", ""),
+        "secret": status.get("secretName", ""), "primary": status.get("primary", ""),
+        "last_backup": status.get("lastBackup", ""), "last_backup_time": status.get("lastBackupTime", ""),
+        "window": f"{window['earliest']} – {window['latest']}" if window.get("earliest") else "",
+        "message": _not_ready_message(db),
+    }
+
+
+def datacluster_row(cluster: dict) -> dict:
+    meta, status = cluster.get("metadata") or {}, cluster.get("status") or {}
+    return {
+        "name": meta.get("name", ""), "phase": status.get("phase") or "Pending", "workers": status.get("workers", ""),
+        "cores": status.get("cores", 0), "master": status.get("masterUrl", ""), "ui": status.get("webUi", ""),
+        "message": _not_ready_message(cluster),
+    }
+
+
+def datajob_row(job: dict) -> dict:
+    meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
+    return {
+        "name": meta.get("name", ""), "phase": status.get("phase") or "Pending", "cluster": spec.get("clusterName", ""),
+        "attempt": status.get("attempt", 0), "application": status.get("applicationId", ""),
+        "started": status.get("startTime", ""), "ended": status.get("completionTime", ""),
+        "reason": status.get("reason", "") or _not_ready_message(job),
+    }
+
+
+def stack_row(stack: dict) -> dict:
+    meta, status = stack.get("metadata") or {}, stack.get("status") or {}
+    resources = status.get("resources") or []
+    return {
+        "name": meta.get("name", ""), "phase": status.get("phase") or "CREATE_PENDING",
+        "reason": status.get("stackStatusReason", ""),
+        "resources": [{"name": r.get("name", ""), "type": r.get("type", ""), "state": r.get("state", ""),
+                       "reason": r.get("reason", "")} for r in resources],
+        # Outputs marked secret stay in the outputs Secret; the page says where, never the value.
+        "outputs": [{"name": o.get("name", ""), "secret": bool(o.get("secret")),
+                     "value": "" if o.get("secret") else (o.get("value") or o.get("error") or "")}
+                    for o in status.get("outputs") or []],
+        "outputs_secret": status.get("outputsSecret", ""),
+        "warnings": status.get("warnings") or [],
+    }
+
+
+ROWS: dict[str, t.Callable[[dict], dict]] = {"servers": server_row, "volumes": volume_row, "images": image_row,
+                                             "databases": database_row, "dataclusters": datacluster_row,
+                                             "datajobs": datajob_row, "stacks": stack_row}
 
 
 # --- Forms ----------------------------------------------------------------------------
@@ -267,6 +326,29 @@ def bucket_from_form(form: dict) -> tuple[dict, FormErrors]:
     return {"apiVersion": API_VERSION, "kind": "Bucket", "metadata": {"name": name}, "spec": spec}, errors
 
 
+DATABASE_ENGINES = ("postgresql", "mariadb")
+
+
+def database_from_form(form: dict) -> tuple[dict, FormErrors]:
+    errors = FormErrors()
+    name = _name(form, errors)
+    engine = form.get("engine") or ""
+    if engine not in DATABASE_ENGINES:
+        errors["engine"] = "Choose postgresql or mariadb."
+    size = (form.get("size") or "").strip()
+    size = size + "Gi" if size.isdigit() else size
+    if not SIZE_RE.match(size):
+        errors["size"] = "A size such as 10Gi."
+    instances = (form.get("instances") or "1").strip()
+    if not instances.isdigit() or not 1 <= int(instances) <= 9:
+        errors["instances"] = "From 1 to 9."
+    spec: dict = {"engine": engine, "storage": {"size": size}, "instances": int(instances) if instances.isdigit() else 1}
+    for field in ("version", "flavor"):
+        if (form.get(field) or "").strip():
+            spec[field] = form[field].strip()
+    return {"apiVersion": API_VERSION, "kind": "Database", "metadata": {"name": name}, "spec": spec}, errors
+
+
 def api_field_errors(causes: dict[str, str]) -> FormErrors:
     """The API server's field paths (spec.flavor, metadata.name, spec.networks[0].name) as
     the form's field names."""
@@ -276,6 +358,8 @@ def api_field_errors(causes: dict[str, str]) -> FormErrors:
         field = re.split(r"[.\[]", tail, maxsplit=1)[0]
         if field == "source" and "http" in tail:
             field = "url" if "url" in tail else "sha256"
+        if field == "storage":
+            field = "size"
         out.setdefault(field, message)
     return out
 
