@@ -36,6 +36,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 CONTAINER_DISK = "quay.io/containerdisks/fedora:41"
 
 
+PAGE = 5
+
+
 @pytest.fixture(scope="module")
 def dashboard(kube, operator, stratus_roles, tmp_path_factory):
     """`stratus dashboard` on a free port, configured with the test cluster's kubeconfig
@@ -44,7 +47,8 @@ def dashboard(kube, operator, stratus_roles, tmp_path_factory):
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("dashboard") / "dashboard.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "stratus", "dashboard", "--port", str(port)],
+    # Five rows per page, so that a handful of objects already makes a second page.
+    proc = subprocess.Popen([sys.executable, "-m", "stratus", "dashboard", "--port", str(port), "--page-size", str(PAGE)],
                             env={**os.environ, "KUBECONFIG": kube.kubeconfig}, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -493,4 +497,35 @@ def test_stacks_and_data_processing_pages_show_status(kube, projects, dashboard,
     page.wait_for_url(re.compile(rf"/p/{a}/stacks$"))
     wait_for(lambda: kube.get("stacks", "keys", a) is None, 90, what="stack deleted")
     assert kube.kubectl("get", "keypairs", "-n", a, "-o", "name", check=True).stdout.strip() == ""
+    assert page.problems == []
+
+
+def test_long_lists_are_paged_and_live_rows_stay_on_their_page(kube, projects, dashboard, new_page):
+    alice = user("alice")
+    a = projects([{"name": alice, "role": "member"}])
+    f = flavor(kube)
+    names = [f"web-{i:02d}" for i in range(PAGE + 2)]
+    for name in names:
+        kube.create("servers", server_body(name, f), a)
+    page = new_page()
+    sign_in(page, dashboard, access_token(kube, a, alice), a)
+    page.goto(f"{dashboard}/p/{a}/servers")
+    rows = "#servers tbody tr[data-name]"
+    assert page.locator(rows).evaluate_all("rs => rs.map(r => r.dataset.name)") == names[:PAGE]
+    page.wait_for_selector('#servers tbody[data-live-state="on"]')
+    # A server created now sorts after this page's last name: it belongs to the next page.
+    kube.create("servers", server_body("zz-late", f), a)
+    page.click("#next-page")
+    page.wait_for_selector('#servers tbody[data-live-state="on"]')
+    assert page.locator(rows).evaluate_all("rs => rs.map(r => r.dataset.name)") == names[PAGE:] + ["zz-late"]
+    kube.create("servers", server_body("zz-later", f), a)  # the last page is open-ended: it arrives live
+    expect(page.locator('#servers tr[data-name="zz-later"]')).to_have_count(1, timeout=30_000)
+    page.click("#first-page")
+    page.wait_for_selector('#servers tbody[data-live-state="on"]')
+    kube.create("servers", server_body("zzz-elsewhere", f), a)
+    # Events arrive in order: once a later change to a row on this page shows, the
+    # creation before it has been seen (and left out).
+    kube.patch("servers", names[0], {"spec": {"powerState": "Stopped"}}, a)
+    expect(page.locator(f'#servers tr[data-name="{names[0]}"] td.power')).to_contain_text("Stopped", timeout=30_000)
+    assert page.locator(rows).count() == PAGE and page.locator('tr[data-name="zzz-elsewhere"]').count() == 0
     assert page.problems == []

@@ -155,3 +155,12 @@ def test_data_rows():
     job = present.datajob_row({"metadata": {"name": "j"}, "spec": {"clusterName": "c"},
                                "status": {"phase": "Failed", "reason": "ZeroDivisionError", "attempt": 2}})
     assert (job["cluster"], job["reason"], job["attempt"]) == ("c", "ZeroDivisionError", 2)
+
+
+def test_paging():
+    assert present.page_params({}) == {"limit": str(present.PAGE_SIZE)}
+    assert present.page_params({"continue": "t"}, size=5) == {"limit": "5", "continue": "t"}
+    first = present.pager({"metadata": {"continue": "t", "remainingItemCount": 7}}, ["a", "b"], {})
+    assert first == {"next": "t", "continued": False, "remaining": 7, "first": "", "last": "b"}
+    last = present.pager({"metadata": {}}, ["c", "d"], {"continue": "t"})
+    assert last == {"next": "", "continued": True, "remaining": None, "first": "c", "last": ""}

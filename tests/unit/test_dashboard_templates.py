@@ -30,12 +30,15 @@ def base(**ctx):
             "error": "", "can": {}, **ctx}
 
 
+#: The second page of a list with more to come.
+PAGED = present.pager({"metadata": {"continue": "tok/en+1", "remainingItemCount": 150}}, ["a", "m"], {"continue": "x"})
+
 PAGES = {
     "overview.html": dict(bars=present.quota_bars({"status": {"hard": {"count/servers.stratus.dev": "2"},
                                                               "used": {"count/servers.stratus.dev": "1"}}}),
                           events=present.recent_events([{"type": "Warning", "reason": "R", "message": "m"}]),
                           phases=[("ACTIVE", 1)], servers=1),
-    "servers.html": dict(servers=[present.server_row(SERVER), present.server_row(HOSTILE)], rv="42", flavors=["m1"],
+    "servers.html": dict(paging=PAGED, servers=[present.server_row(SERVER), present.server_row(HOSTILE)], rv="42", flavors=["m1"],
                          images=["fedora"]),
     "server_new.html": dict(choices={"flavors": [{"name": "m1", "vcpus": 1, "ram": "1Gi", "disk": "10Gi"}], "images": ["f"],
                                      "volumes": [], "keypairs": ["k"], "groups": [], "networks": None},
@@ -43,9 +46,9 @@ PAGES = {
     "server.html": dict(server=SERVER, row=present.server_row(SERVER), rv="7", flavors=["m1", "m2"], images=["fedora"]),
     "flavors.html": dict(flavors=[{"metadata": {"name": "m1"}, "spec": {"vcpus": 1, "ram": "1Gi", "extraSpecs": {"a": "b"}}}]),
     "keypairs.html": dict(keypairs=[{"metadata": {"name": "k"}, "status": {"fingerprintSha256": "SHA256:x"}}]),
-    "volumes.html": dict(volumes=[present.volume_row({"metadata": {"name": "d"}, "spec": {"size": "1Gi", "attachTo": "web"}})],
+    "volumes.html": dict(paging=PAGED, volumes=[present.volume_row({"metadata": {"name": "d"}, "spec": {"size": "1Gi", "attachTo": "web"}})],
                          rv="1", servers=["web"], types=["fast"], images=[]),
-    "images.html": dict(images=[present.image_row({"metadata": {"name": "i"}, "spec": {"diskFormat": "qcow2"},
+    "images.html": dict(paging=PAGED, images=[present.image_row({"metadata": {"name": "i"}, "spec": {"diskFormat": "qcow2"},
                                                    "status": {"phase": "importing", "progress": {"percent": 40}}})], rv="1"),
     "buckets.html": dict(buckets=[present.bucket_row({"metadata": {"name": "b"}, "spec": {}, "status": {
         "endpoint": "http://s3", "bucketName": "demo-b", "secretName": "b", "configMapName": "b"}})], classes=["default"]),
@@ -53,7 +56,7 @@ PAGES = {
     "admin_plans.html": dict(plans=[{"metadata": {"name": "p"}, "spec": {"policy": "c", "actions": []},
                                      "status": {"phase": "Recommended"}}]),
     "admin_catalog.html": dict(catalogs=[{"status": {"endpoints": [{"name": "dashboard", "url": "http://d"}]}}]),
-    "databases.html": dict(databases=[present.database_row({"metadata": {"name": "db"}, "spec": {"engine": "postgresql"},
+    "databases.html": dict(paging=PAGED, databases=[present.database_row({"metadata": {"name": "db"}, "spec": {"engine": "postgresql"},
                                                             "status": {"phase": "ACTIVE", "serviceName": "db",
                                                                        "secretName": "db-connection"}})],
                            backups=[{"name": "b1", "database": "db", "phase": "Completed", "size": 10, "ended": "t"}],
@@ -103,3 +106,12 @@ def test_actions_only_where_allowed(page, selector):
 def test_no_token_in_any_page():
     for name in PAGES:
         assert "opaque-token" not in ENV.get_template(name).render(base(can=ALL, **PAGES[name]))
+
+
+def test_a_paged_list_links_its_pages_and_spans_its_names():
+    html = ENV.get_template("servers.html").render(base(can=ALL, **PAGES["servers.html"]))
+    assert 'href="/p/demo/servers?continue=tok/en%2B1"' in html and "(150 more)" in html
+    assert 'id="first-page"' in html and 'data-first="a" data-last="m"' in html
+    single = dict(PAGES["servers.html"], paging=present.pager({"metadata": {}}, ["a"], {}))
+    html = ENV.get_template("servers.html").render(base(can=ALL, **single))
+    assert 'class="pager"' not in html and 'data-first="" data-last=""' in html

@@ -18,8 +18,10 @@ import click
 @click.option("--discover-projects/--no-discover-projects", default=True, show_default=True,
               help="Offer, in the project switcher, the Projects naming the user as a member (read with the "
                    "dashboard's own credentials; each is checked as the user before it is shown).")
+@click.option("--page-size", envvar="STRATUS_DASHBOARD_PAGE_SIZE", default=100, show_default=True,
+              type=click.IntRange(1, 500), help="Rows per page of the server, volume, image and database lists.")
 def dashboard(host: str, port: int, tls_cert: str | None, tls_key: str | None, behind_tls_proxy: bool,
-              session_lifetime: int, idle_timeout: int, discover_projects: bool) -> None:
+              session_lifetime: int, idle_timeout: int, discover_projects: bool, page_size: int) -> None:
     """Serve the web console. It talks to the API server of the current kubeconfig (or the
     in-cluster one) with each signed-in user's own token, never its own."""
     import logging
@@ -33,7 +35,8 @@ def dashboard(host: str, port: int, tls_cert: str | None, tls_key: str | None, b
         raise click.UsageError("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(Cluster.from_own_config(), tls=bool(tls_cert) or behind_tls_proxy, lifetime=session_lifetime,
-                        idle=idle_timeout, discover=discover_with_own_credentials if discover_projects else None)
+                        idle=idle_timeout, discover=discover_with_own_credentials if discover_projects else None,
+                        page_size=page_size)
     scheme = "https" if tls_cert else "http"
     click.echo(f"stratus dashboard on {scheme}://{host}:{port}/ (API server {settings.cluster.host})")
     # uvicorn's access log has paths only (no cookies, no tokens); kept at warning to stay quiet.

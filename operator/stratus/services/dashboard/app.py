@@ -42,8 +42,10 @@ KEEPALIVE_SECONDS = 15.0
 
 class Settings:
     def __init__(self, cluster: Cluster, *, tls: bool = False, lifetime: float = 8 * 3600, idle: float = 3600,
-                 discover: t.Callable[[str, list[str]], list[str]] | None = None, secret: bytes | None = None):
+                 discover: t.Callable[[str, list[str]], list[str]] | None = None, secret: bytes | None = None,
+                 page_size: int = present.PAGE_SIZE):
         self.cluster = cluster
+        self.page_size = page_size
         self.tls = tls
         self.sessions = SessionStore(lifetime=lifetime, idle=idle)
         self.discover = discover
@@ -138,6 +140,10 @@ def create_app(settings: Settings) -> Starlette:
             params.append("note=" + note)
         return RedirectResponse("/signin" + ("?" + "&".join(params) if params else ""), 303)
 
+    def paged(request: Request) -> dict[str, str]:
+        """The LIST parameters of this page of a list (``?continue=`` from the last one)."""
+        return present.page_params(request.query_params, settings.page_size)
+
     def page(handler):
         """Signed-in pages: the session, CSRF on every POST, API refusals as pages."""
 
@@ -171,6 +177,10 @@ def create_app(settings: Settings) -> Starlette:
                 if exc.code == 401:
                     sessions.delete(session.sid)
                     return to_signin(request, "expired")
+                if exc.code == 410 and request.query_params.get("continue"):
+                    # The API server keeps a list snapshot for a few minutes; start again.
+                    session.flash.append(("error", "That page of the list has expired; here is the first page again."))
+                    return RedirectResponse(request.url.path, 303)
                 title = {403: "Not allowed", 404: "Not found"}.get(exc.code, "The API server refused")
                 return await render(request, "error.html", session, exc.code if exc.code >= 400 else 502,
                                     title=title, message=exc.message, ns=ns or "")
@@ -305,7 +315,7 @@ def create_app(settings: Settings) -> Starlette:
     SERVER_CHECKS = [("create", "servers"), ("patch", "servers"), ("delete", "servers")]
 
     async def servers_page(request, session, kube, ns, error="", status_code=200):
-        got = await gather_dict(servers=kube.list("servers", ns), flavors=kube.list("flavors"),
+        got = await gather_dict(servers=kube.list("servers", ns, **paged(request)), flavors=kube.list("flavors"),
                                 images=kube.list("images", ns))
         if isinstance(got["servers"], KubeError):
             raise got["servers"]
@@ -318,7 +328,8 @@ def create_app(settings: Settings) -> Starlette:
 
         return await render(request, "servers.html", session, status_code, ns=ns, can=can, error=error,
                             servers=[present.server_row(s) for s in items], flavors=names("flavors"),
-                            images=names("images"), rv=listing["metadata"].get("resourceVersion", ""))
+                            images=names("images"), rv=listing["metadata"].get("resourceVersion", ""),
+                            paging=present.pager(listing, [s["metadata"]["name"] for s in items], request.query_params))
 
     @page
     async def servers(request, session, kube, form):
@@ -540,7 +551,7 @@ def create_app(settings: Settings) -> Starlette:
     VOLUME_CHECKS = [("create", "volumes"), ("patch", "volumes"), ("delete", "volumes")]
 
     async def volumes_page(request, session, kube, ns, values=None, errors=None, status_code=200):
-        got = await gather_dict(volumes=kube.list("volumes", ns), servers=kube.list("servers", ns),
+        got = await gather_dict(volumes=kube.list("volumes", ns, **paged(request)), servers=kube.list("servers", ns),
                                 types=kube.list("volumetypes"), images=kube.list("images", ns))
         if isinstance(got["volumes"], KubeError):
             raise got["volumes"]
@@ -553,7 +564,8 @@ def create_app(settings: Settings) -> Starlette:
         return await render(request, "volumes.html", session, status_code, ns=ns, can=can, errors=errors or {},
                             values=values or {}, volumes=[present.volume_row(v) for v in items],
                             rv=got["volumes"]["metadata"].get("resourceVersion", ""), servers=names("servers"),
-                            types=names("types"), images=names("images"))
+                            types=names("types"), images=names("images"),
+                            paging=present.pager(got["volumes"], [v["metadata"]["name"] for v in items], request.query_params))
 
     @page
     async def volumes(request, session, kube, form):
@@ -594,12 +606,13 @@ def create_app(settings: Settings) -> Starlette:
     IMAGE_CHECKS = [("create", "images"), ("delete", "images")]
 
     async def images_page(request, session, kube, ns, values=None, errors=None, status_code=200):
-        listing = await kube.list("images", ns)
+        listing = await kube.list("images", ns, **paged(request))
         can = await permissions(session, ns, IMAGE_CHECKS)
         items = sorted(listing["items"], key=lambda v: v["metadata"]["name"])
         return await render(request, "images.html", session, status_code, ns=ns, can=can, errors=errors or {},
                             values=values or {"diskFormat": "qcow2"}, images=[present.image_row(i) for i in items],
-                            rv=listing["metadata"].get("resourceVersion", ""))
+                            rv=listing["metadata"].get("resourceVersion", ""),
+                            paging=present.pager(listing, [i["metadata"]["name"] for i in items], request.query_params))
 
     @page
     async def images(request, session, kube, form):
@@ -636,7 +649,8 @@ def create_app(settings: Settings) -> Starlette:
     DATABASE_CHECKS = [("create", "databases"), ("delete", "databases")]
 
     async def databases_page(request, session, kube, ns, values=None, errors=None, status_code=200):
-        got = await gather_dict(databases=kube.list("databases", ns), backups=kube.list("databasebackups", ns),
+        got = await gather_dict(databases=kube.list("databases", ns, **paged(request)),
+                                backups=kube.list("databasebackups", ns),
                                 flavors=kube.list("flavors"))
         if isinstance(got["databases"], KubeError):
             raise got["databases"]
@@ -651,7 +665,9 @@ def create_app(settings: Settings) -> Starlette:
         return await render(request, "databases.html", session, status_code, ns=ns, can=can, errors=errors or {},
                             values=values or {}, databases=[present.database_row(d) for d in items], backups=backups,
                             flavors=flavors, engines=present.DATABASE_ENGINES,
-                            rv=got["databases"]["metadata"].get("resourceVersion", ""))
+                            rv=got["databases"]["metadata"].get("resourceVersion", ""),
+                            paging=present.pager(got["databases"], [d["metadata"]["name"] for d in items],
+                                                 request.query_params))
 
     @page
     async def databases(request, session, kube, form):

@@ -222,6 +222,30 @@ ROWS: dict[str, t.Callable[[dict], dict]] = {"servers": server_row, "volumes": v
                                              "datajobs": datajob_row, "stacks": stack_row}
 
 
+# --- Paging ---------------------------------------------------------------------------
+
+#: Rows per page of a list: one LIST with ``limit``; the API server's ``continue`` token
+#: in the URL reads the next page of the same snapshot.
+PAGE_SIZE = 100
+
+
+def page_params(query: t.Mapping[str, str], size: int = PAGE_SIZE) -> dict[str, str]:
+    params = {"limit": str(size)}
+    if query.get("continue"):
+        params["continue"] = query["continue"]
+    return params
+
+
+def pager(listing: dict, names: list[str], query: t.Mapping[str, str]) -> dict:
+    """Where this page sits: the next page's token, whether it is a later page, and the
+    names it spans (a live row outside them belongs to another page and is not added)."""
+    meta = listing.get("metadata") or {}
+    following = meta.get("continue") or ""
+    continued = bool(query.get("continue"))
+    return {"next": following, "continued": continued, "remaining": meta.get("remainingItemCount"),
+            "first": names[0] if continued and names else "", "last": names[-1] if following and names else ""}
+
+
 # --- Forms ----------------------------------------------------------------------------
 
 class FormErrors(dict):

@@ -41,6 +41,10 @@ function liveTable(tbody) {
       old.replaceWith(row);
       return;
     }
+    // A paged list spans the names from data-first to data-last (either open-ended);
+    // a new object outside them belongs to another page.
+    var first = tbody.getAttribute("data-first"), last = tbody.getAttribute("data-last");
+    if ((first && data.name < first) || (last && data.name > last)) { return; }
     var next = null;
     tbody.querySelectorAll("tr[data-name]").forEach(function (tr) {
       if (!next && tr.getAttribute("data-name") > data.name) { next = tr; }
