@@ -193,6 +193,10 @@ DEFAULT_METERS: tuple[Meter, ...] = (
     Meter("image-byte-seconds", "byte", False, "stored size of an image"),
     Meter("bucket-byte-seconds", "byte", False, "bytes stored in a bucket"),
     Meter("baremetal-node-seconds", "node", False, "a bare-metal node allocated to the project"),
+    Meter("database-instance-seconds", "instance", True, "ready instances of a database (qualified by flavor)"),
+    Meter("database-storage-byte-seconds", "byte", False, "storage of every instance of a database"),
+    Meter("data-node-seconds", "node", True, "nodes of a data-processing cluster that are up (qualified by flavor)"),
+    Meter("data-job-seconds", "job", True, "a data-processing job while it runs"),
 )
 
 

@@ -204,6 +204,29 @@ def _volume_meters(b: Mapping[str, Any]) -> dict[str, int]:
             _bytes(b, "status.size", "spec.size")}
 
 
+def _ready_instances(b: Mapping[str, Any]) -> int:
+    return sum(1 for i in _get(b, "status.instances") or [] if i.get("ready"))
+
+
+def _database_meters(b: Mapping[str, Any]) -> dict[str, int]:
+    """Ready instances by flavor while they run; every instance's storage while it exists.
+    Backups are not metered here: they are objects in the project's Bucket, whose bytes
+    bucket-byte-seconds already counts."""
+    instances = _int(b, "spec.instances") or 1
+    return {_qualified("database-instance-seconds", _str(b, "spec.flavor")): _ready_instances(b),
+            "database-storage-byte-seconds": instances * _bytes(b, "spec.storage.size")}
+
+
+def _data_cluster_meters(b: Mapping[str, Any]) -> dict[str, int]:
+    """Ready nodes per flavor (node groups may use different flavors)."""
+    ready = {g.get("name"): int(g.get("ready") or 0) for g in _get(b, "status.nodeGroups") or []}
+    out: dict[str, int] = {}
+    for group in _get(b, "spec.nodeGroups") or []:
+        meter = _qualified("data-node-seconds", str(group.get("flavor") or ""))
+        out[meter] = out.get(meter, 0) + ready.get(group.get("name"), 0)
+    return out
+
+
 KINDS: tuple[MeteredKind, ...] = (
     MeteredKind(
         kind="Server", plural="servers", metric="server",
@@ -244,15 +267,33 @@ KINDS: tuple[MeteredKind, ...] = (
     ),
     MeteredKind(
         kind="Database", plural="databases", metric="database",
-        values=(Value("volume_size_bytes", "Storage requested by the database in bytes.",
-                      lambda b: _bytes(b, "spec.volumeSize", "spec.storage", "spec.size")),),
-        info=lambda b: {"engine": _str(b, "spec.engine", "spec.datastore.type"), "state": _phase(b)},
+        values=(
+            Value("instances", "Instances the database should have.", lambda b: _int(b, "spec.instances") or 1),
+            Value("ready_instances", "Instances whose engine accepts connections.", _ready_instances),
+            Value("volume_size_bytes", "Storage of each instance in bytes.", lambda b: _bytes(b, "spec.storage.size")),
+            Value("max_replication_lag_bytes", "The largest replication lag of its replicas in bytes.",
+                  lambda b: max([int(i.get("lagBytes") or 0) for i in _get(b, "status.instances") or []] or [0])),
+        ),
+        info=lambda b: {"engine": _str(b, "spec.engine"), "version": _str(b, "status.engineVersion", "spec.version"),
+                        "flavor": _str(b, "spec.flavor"), "state": _phase(b)},
+        meters=_database_meters,
+        running=lambda b: _ready_instances(b) > 0,
     ),
     MeteredKind(
         kind="DataCluster", plural="dataclusters", metric="data_cluster",
-        values=(Value("nodes", "Nodes (servers) in the data cluster.",
-                      lambda b: _int(b, "status.nodes", "status.readyNodes")),),
-        info=lambda b: {"plugin": _str(b, "spec.framework", "spec.plugin", "spec.type"), "state": _phase(b)},
+        values=(Value("nodes", "Nodes up: the master answering plus registered workers.",
+                      lambda b: _int(b, "status.nodes")),
+                Value("cores", "Cores the registered workers offer.", lambda b: _int(b, "status.cores"))),
+        info=lambda b: {"framework": _str(b, "spec.framework"), "version": _str(b, "spec.version"), "state": _phase(b)},
+        meters=_data_cluster_meters,
+        running=lambda b: _int(b, "status.nodes") > 0,
+    ),
+    MeteredKind(
+        kind="DataJob", plural="datajobs", metric="data_job",
+        values=(Value("running", "1 while the job runs, else 0.", lambda b: int(_phase(b) == "RUNNING")),),
+        info=lambda b: {"cluster": _str(b, "spec.clusterName"), "state": _phase(b)},
+        meters=lambda b: {"data-job-seconds": 1},
+        running=lambda b: _phase(b) == "RUNNING",
     ),
     MeteredKind(
         kind="BareMetalNode", plural="baremetalnodes", metric="baremetal_node",
