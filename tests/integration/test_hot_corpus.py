@@ -1,15 +1,29 @@
 """Public HOT templates (PyPI source distributions pinned in hack/hot-corpus.txt, fetched and
 cached by hack/hot-corpus.sh) through the Heat engine the operator runs: every template is
 either accepted or refused with reasons that name where in the template the problem is, as
-Heat's own messages do; none makes the engine raise. No cluster: the engine is pure, but the
-corpus is fetched like the other test inputs, so this lives with the integration tests.
+Heat's own messages do; none makes the engine raise (no cluster needed for that). Then a
+few accepted ones, of different resource types, run unchanged as Stacks on the real API
+server with the operator: CREATE_COMPLETE, and deletion leaves nothing.
 benchmarks/orchestration/corpus.py writes the same verdicts, with counts, to corpus.md."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from benchmarks.orchestration import corpus
+
+from .kube import wait_for
+from .test_buckets import ensure_bucket_class
+from .test_images import image_body, image_store, qcow2, web, web_root  # noqa: F401  (fixtures)
+from .test_stacks import stack_phase
+
+#: Accepted templates run on the cluster (a server, a server in an anti-affinity group, a
+#: Swift container), and what they name that a cloud would already have.
+ON_CLUSTER = {"hot_hello_world.yaml": "hello", "nfv/hot_policy_anti_affinity.yaml": "spread",
+              "hot_single_object_store.yaml": "store"}
+FLAVOR, IMAGE = "m1.medium", "rhel-6.5-test-image"
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +61,36 @@ def test_templates_of_supported_types_are_accepted(verdicts):
     refused = [(v.source, v.reasons[:1]) for v in candidates if not v.with_params
                and not any("needs image" in r for r in v.reasons)]  # Heat refuses a server with nothing to boot too
     assert not refused, refused
+
+
+def test_accepted_templates_run_unchanged_on_the_cluster(kube, operator, namespace, image_store, web, qcow2,  # noqa: F811
+                                                         s3_endpoint, verdicts):
+    accepted = {v.source.split(":", 1)[1] for v in verdicts if v.as_is}
+    assert set(ON_CLUSTER) <= accepted
+    if kube.get("flavors", FLAVOR) is None:
+        kube.create("flavors", {"kind": "Flavor", "metadata": {"name": FLAVOR}, "spec": {"vcpus": 1, "ram": "1Gi"}})
+    fname, data = qcow2
+    kube.create("images", image_body(IMAGE, f"{web}/{fname}", hashlib.sha256(data).hexdigest()), namespace)
+    wait_for(lambda: (kube.get("images", IMAGE, namespace) or {}).get("status", {}).get("phase") == "active", 120,
+             what="the image the templates name")
+    ensure_bucket_class(kube, s3_endpoint)
+    folder = corpus.sources()[0][1]
+    for rel, name in ON_CLUSTER.items():
+        template = (folder / rel).read_text()
+        kube.create("stacks", {"kind": "Stack", "metadata": {"name": name}, "spec": {"template": template}}, namespace)
+    for rel, name in ON_CLUSTER.items():
+        obj = wait_for(lambda: stack_phase(kube, name, namespace, "CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE"),
+                       300, what=f"{rel} CREATE_COMPLETE")
+        assert obj["status"]["phase"] == "CREATE_COMPLETE", (rel, obj["status"].get("stackStatusReason"))
+    servers = {s["metadata"]["name"]: s for s in
+               kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", namespace, "servers")["items"]}
+    assert {s["status"]["phase"] for s in servers.values()} == {"ACTIVE"} and len(servers) == 2
+    assert any(s["spec"].get("serverGroup") for s in servers.values())
+    buckets = kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", namespace, "buckets")["items"]
+    assert [b["status"]["phase"] for b in buckets] == ["Bound"]
+    for name in ON_CLUSTER.values():
+        kube.delete("stacks", name, namespace)
+    for name in ON_CLUSTER.values():
+        wait_for(lambda: kube.get("stacks", name, namespace) is None, 300, what=f"stack {name} deleted")
+    for plural in ("servers", "servergroups", "buckets"):
+        assert kube.custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", namespace, plural)["items"] == []
